@@ -1,0 +1,276 @@
+"""The bounded in-memory FIFO of encoded messages between the calling threads and the workers.
+
+It holds immutable JSON bytes, so queued memory is the wire size plus a small constant, and a
+batch is a byte join. The bound is both a count (`max_queue_size`) and bytes
+(`max_queue_bytes`); when either is reached a new message is dropped and counted, or the caller
+waits a bounded time if it chose to block.
+
+The buffer also tracks what a `flush()` waits for. Every message that enters gets a sequence
+number; a flush called when N messages had entered is done once the first N have all left the
+queue and no batch holding any of them is still in flight. Batches are handed out whole and
+resolved in parts (a 413 splits them), so each batch remembers which index ranges are unresolved.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator
+
+from trackline.stats import Counters, DropReason
+
+
+class Batch:
+    """Messages taken together by a worker; resolved part by part, each exactly once."""
+
+    __slots__ = ("_unresolved", "first_seq", "items", "size")
+
+    def __init__(self, items: list[bytes], first_seq: int, size: int) -> None:
+        self.items = items
+        self.first_seq = first_seq
+        self.size = size
+        #: start index -> end index of every part not yet delivered or dropped.
+        self._unresolved: dict[int, int] = {0: len(items)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def split(self, start: int, end: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Replace the unresolved part [start, end) by its two halves."""
+        middle = (start + end) // 2
+        del self._unresolved[start]
+        self._unresolved[start] = middle
+        self._unresolved[middle] = end
+        return (start, middle), (middle, end)
+
+    def unresolved_items(self) -> Iterator[bytes]:
+        """The messages of every part that is still unresolved."""
+        for start, end in sorted(self._unresolved.items()):
+            yield from self.items[start:end]
+
+
+class MemoryBuffer:
+    """Bounded FIFO of encoded messages, with the client's counters under the same lock."""
+
+    def __init__(self, max_items: int, max_bytes: int, flush_at: int) -> None:
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._flush_at = flush_at
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._progress = threading.Condition(self._lock)
+        self.counters = Counters(self._lock)
+        self._items: collections.deque[bytes] = collections.deque()
+        self._bytes = 0
+        self._entered = 0
+        self._taken = 0
+        self._flush_target = 0
+        self._in_flight: dict[int, Batch] = {}
+        self._closed = False
+
+    def reset_after_fork(self) -> None:
+        """Start empty with fresh locks: the parent process still owns and sends what it had."""
+        self._init_state()
+
+    # -- calling threads ---------------------------------------------------------------------
+
+    def put(self, data: bytes, block_timeout: float | None = None) -> bool:
+        """Queue one message; False when it was dropped because the buffer stayed full.
+
+        The message counts as enqueued either way, and as dropped (`queue_full`) when False.
+        """
+        size = len(data)
+        with self._lock:
+            counters = self.counters
+            counters.enqueued += 1
+            full = len(self._items) >= self._max_items or self._bytes + size > self._max_bytes
+            if full and (block_timeout is None or not self._wait_for_room(size, block_timeout)):
+                counters.add_dropped(DropReason.QUEUE_FULL, 1)
+                return False
+            self._items.append(data)
+            self._bytes += size
+            self._entered += 1
+            counters.queued += 1
+            if len(self._items) == self._flush_at:
+                self._ready.notify()
+            return True
+
+    def _wait_for_room(self, size: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self._items) >= self._max_items or self._bytes + size > self._max_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return False
+            self._room.wait(remaining)
+        return True
+
+    def admit(self, data: bytes) -> Batch:
+        """Account one message sent on the calling thread (sync mode): in flight at once."""
+        with self._lock:
+            batch = Batch([data], self._entered, len(data) + 1)
+            self._entered += 1
+            self._taken += 1
+            self._in_flight[id(batch)] = batch
+            self.counters.enqueued += 1
+            self.counters.in_flight += 1
+            return batch
+
+    def count_dropped(self, reason: str) -> None:
+        """Count one message accepted and dropped at once, never queued."""
+        with self._lock:
+            self.counters.enqueued += 1
+            self.counters.add_dropped(reason, 1)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def take(self, max_items: int, max_bytes: int, wait: float) -> Batch | None:
+        """Wait up to `wait` seconds for a full batch (or a flush), then take what is there.
+
+        Returns None when nothing is queued or the buffer is closed. A batch holds at most
+        `max_items` messages whose sizes plus separators stay within `max_bytes`.
+        """
+        with self._lock:
+            if not self._closed and not self._batch_ready():
+                self._ready.wait(wait)
+            if self._closed or not self._items:
+                return None
+            items: list[bytes] = []
+            size = 0
+            queue = self._items
+            while queue and len(items) < max_items:
+                item_size = len(queue[0]) + 1
+                if items and size + item_size > max_bytes:
+                    break
+                items.append(queue.popleft())
+                size += item_size
+            batch = Batch(items, self._taken, size)
+            count = len(items)
+            self._taken += count
+            self._bytes -= size - count
+            self._in_flight[id(batch)] = batch
+            self.counters.queued -= count
+            self.counters.in_flight += count
+            self._room.notify_all()
+            return batch
+
+    def _batch_ready(self) -> bool:
+        return len(self._items) >= self._flush_at or (
+            self._taken < self._flush_target and bool(self._items)
+        )
+
+    def resolve(
+        self, batch: Batch, start: int, end: int, reason: str | None, rejected: int = 0
+    ) -> bool:
+        """Mark part [start, end) of `batch` delivered (reason None) or dropped for `reason`.
+
+        With reason None, `rejected` of the part's messages were refused one by one inside a
+        successful answer and count as dropped (`rejected`), the rest as delivered. Returns
+        False, changing nothing, when the part was already settled (by `abandon`).
+        """
+        with self._lock:
+            if batch._unresolved.get(start) != end:
+                return False
+            del batch._unresolved[start]
+            count = end - start
+            counters = self.counters
+            counters.in_flight -= count
+            if reason is None:
+                counters.delivered += count - rejected
+                if rejected:
+                    counters.add_dropped(DropReason.REJECTED, rejected)
+            else:
+                counters.add_dropped(reason, count)
+            return True
+
+    def finish(self, batch: Batch) -> None:
+        """Called when a worker is done with `batch`, after its callbacks ran: wakes flushes.
+
+        A batch with unresolved parts stays in flight for `abandon` to settle.
+        """
+        with self._lock:
+            if not batch._unresolved and self._in_flight.pop(id(batch), None) is not None:
+                self._progress.notify_all()
+
+    def split(self, batch: Batch, start: int, end: int) -> tuple[tuple[int, int], ...]:
+        """Split an unresolved part in two; returns () when it was already settled."""
+        with self._lock:
+            if batch._unresolved.get(start) != end:
+                return ()
+            return batch.split(start, end)
+
+    def count_retry(self) -> None:
+        """Count one retried request."""
+        with self._lock:
+            self.counters.retries += 1
+
+    def count_request(self, body_bytes: int, delivered: bool) -> None:
+        """Count one request sent (and the batches delivered)."""
+        with self._lock:
+            self.counters.bytes_sent += body_bytes
+            if delivered:
+                self.counters.batches += 1
+
+    # -- flush and shutdown ------------------------------------------------------------------
+
+    def request_flush(self) -> int:
+        """Ask workers to send everything queued now, partial batches too; returns a target."""
+        with self._lock:
+            self._flush_target = max(self._flush_target, self._entered)
+            self._ready.notify_all()
+            return self._entered
+
+    def wait_flushed(self, target: int, deadline: float | None) -> bool:
+        """Wait until every message numbered below `target` is delivered or dropped."""
+        with self._lock:
+            while not self._flushed(target):
+                if deadline is None:
+                    self._progress.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(remaining)
+            return True
+
+    def _flushed(self, target: int) -> bool:
+        if self._taken < target:
+            return False
+        return all(batch.first_seq >= target for batch in self._in_flight.values())
+
+    def close(self) -> None:
+        """Stop handing out batches and wake every waiting thread."""
+        with self._lock:
+            self._closed = True
+            self._ready.notify_all()
+            self._room.notify_all()
+            self._progress.notify_all()
+
+    def abandon(self, reason: str) -> list[bytes]:
+        """Drop everything queued or in flight for `reason`; returns those messages.
+
+        In-flight parts settled here are ignored when their worker reports on them later.
+        """
+        with self._lock:
+            leftovers = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._taken += len(leftovers)
+            for batch in self._in_flight.values():
+                leftovers.extend(batch.unresolved_items())
+                batch._unresolved.clear()
+            self._in_flight.clear()
+            counters = self.counters
+            if leftovers:
+                counters.add_dropped(reason, len(leftovers))
+            counters.queued = 0
+            counters.in_flight = 0
+            self._progress.notify_all()
+            return leftovers
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,410 @@
+"""The `Client` facade: six calls become encoded messages in the buffer; flush, shutdown, stats.
+
+A call validates and encodes on the caller's thread, then appends bytes to the buffer under a
+lock: no network, no disk, no waking the worker unless a batch is full. What happens next is the
+workers' business (`worker.py`, `delivery.py`). Every live client is flushed at interpreter
+exit within its `shutdown_timeout`, and rebuilt empty in the child after `fork()`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+import types
+import weakref
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from trackline import messages
+from trackline.buffer import MemoryBuffer
+from trackline.config import (
+    Config,
+    ErrorCallback,
+    SuccessCallback,
+    resolve_host,
+    resolve_write_key,
+)
+from trackline.context import current as current_context
+from trackline.delivery import Delivery
+from trackline.errors import DeliveryError, InvalidMessage
+from trackline.messages import Timestamp
+from trackline.report import Reporter
+from trackline.stats import DropReason, Stats
+from trackline.transport import HttpTransport, Transport
+from trackline.worker import Workers
+
+logger = logging.getLogger(__name__)
+
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+class Client:
+    """Records analytics events and delivers them in batches from background threads.
+
+    Options are documented in the README; every one is validated here, and a wrong one raises
+    `ConfigError` naming it. `write_key` and `host` default to the `TRACKLINE_WRITE_KEY` and
+    `TRACKLINE_HOST` environment variables.
+    """
+
+    def __init__(
+        self,
+        write_key: str | None = None,
+        *,
+        host: str | None = None,
+        timeout: float = 10.0,
+        max_queue_size: int = 10_000,
+        max_queue_bytes: int = 32 * 1024 * 1024,
+        flush_at: int = 100,
+        flush_interval: float = 0.5,
+        gzip: bool = True,
+        sync: bool = False,
+        send: bool = True,
+        workers: int = 1,
+        max_retries: int = 10,
+        delivery_timeout: float = 600.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        queue_full: Literal["drop", "block"] = "drop",
+        block_timeout: float = 5.0,
+        on_error: ErrorCallback | None = None,
+        on_success: SuccessCallback | None = None,
+        proxy: str | None = None,
+        shutdown_timeout: float = 5.0,
+        transport: Transport | None = None,
+    ) -> None:
+        self.config = Config(
+            write_key=resolve_write_key(write_key),
+            host=resolve_host(host),
+            timeout=timeout,
+            max_queue_size=max_queue_size,
+            max_queue_bytes=max_queue_bytes,
+            flush_at=flush_at,
+            flush_interval=flush_interval,
+            gzip=gzip,
+            sync=sync,
+            send=send,
+            workers=workers,
+            max_retries=max_retries,
+            delivery_timeout=delivery_timeout,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            queue_full=queue_full,
+            block_timeout=block_timeout,
+            on_error=on_error,
+            on_success=on_success,
+            proxy=proxy,
+            shutdown_timeout=shutdown_timeout,
+        )
+        config = self.config
+        self._block_timeout = config.block_timeout if config.queue_full == "block" else None
+        self._transport: Transport = transport or HttpTransport(
+            config.host,
+            config.write_key,
+            timeout=config.timeout,
+            gzip=config.gzip,
+            proxy=config.proxy,
+            connections=config.workers,
+        )
+        self._reporter = Reporter(config.on_error, config.on_success)
+        self._buffer = MemoryBuffer(config.max_queue_size, config.max_queue_bytes, config.flush_at)
+        self._lifecycle = threading.Lock()
+        self._closed = False
+        self._setup_runtime()
+        _live_clients.add(self)
+
+    def _setup_runtime(self) -> None:
+        """Create the stop event, the delivery loop and the (not yet started) workers."""
+        config = self.config
+        self._stop = threading.Event()
+        self._delivery = Delivery(
+            config, self._transport, self._buffer, self._reporter, self._stop, rng=random.Random()
+        )
+        self._workers = Workers(
+            self._buffer,
+            self._delivery,
+            self._stop,
+            count=config.workers,
+            interval=config.flush_interval,
+            name=f"trackline-{id(self):x}",
+        )
+
+    # -- the six calls -----------------------------------------------------------------------
+
+    def identify(
+        self,
+        user_id: str | int | None = None,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        anonymous_id: str | int | None = None,
+        context: Mapping[str, Any] | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        timestamp: Timestamp | None = None,
+        message_id: str | None = None,
+    ) -> str | None:
+        """Tie a user to their traits. Returns the message id, or None if it was dropped."""
+        mid, data = messages.build(
+            "identify",
+            messages.identify_fields(traits),
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context=context,
+            integrations=integrations,
+            timestamp=timestamp,
+            message_id=message_id,
+            base_context=current_context(),
+        )
+        return self._enqueue(mid, data)
+
+    def track(
+        self,
+        user_id: str | int | None = None,
+        event: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        anonymous_id: str | int | None = None,
+        context: Mapping[str, Any] | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        timestamp: Timestamp | None = None,
+        message_id: str | None = None,
+    ) -> str | None:
+        """Record an action the user performed. Returns the message id, or None if dropped."""
+        mid, data = messages.build(
+            "track",
+            messages.track_fields(event, properties),
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context=context,
+            integrations=integrations,
+            timestamp=timestamp,
+            message_id=message_id,
+            base_context=current_context(),
+        )
+        return self._enqueue(mid, data)
+
+    def page(
+        self,
+        user_id: str | int | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        category: str | None = None,
+        anonymous_id: str | int | None = None,
+        context: Mapping[str, Any] | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        timestamp: Timestamp | None = None,
+        message_id: str | None = None,
+    ) -> str | None:
+        """Record a web page view. Returns the message id, or None if it was dropped."""
+        mid, data = messages.build(
+            "page",
+            messages.page_fields(name, category, properties),
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context=context,
+            integrations=integrations,
+            timestamp=timestamp,
+            message_id=message_id,
+            base_context=current_context(),
+        )
+        return self._enqueue(mid, data)
+
+    def screen(
+        self,
+        user_id: str | int | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        category: str | None = None,
+        anonymous_id: str | int | None = None,
+        context: Mapping[str, Any] | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        timestamp: Timestamp | None = None,
+        message_id: str | None = None,
+    ) -> str | None:
+        """Record a mobile screen view. Returns the message id, or None if it was dropped."""
+        mid, data = messages.build(
+            "screen",
+            messages.page_fields(name, category, properties),
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context=context,
+            integrations=integrations,
+            timestamp=timestamp,
+            message_id=message_id,
+            base_context=current_context(),
+        )
+        return self._enqueue(mid, data)
+
+    def group(
+        self,
+        user_id: str | int | None = None,
+        group_id: str | int | None = None,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        anonymous_id: str | int | None = None,
+        context: Mapping[str, Any] | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        timestamp: Timestamp | None = None,
+        message_id: str | None = None,
+    ) -> str | None:
+        """Associate a user with a group. Returns the message id, or None if it was dropped."""
+        mid, data = messages.build(
+            "group",
+            messages.group_fields(group_id, traits),
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context=context,
+            integrations=integrations,
+            timestamp=timestamp,
+            message_id=message_id,
+            base_context=current_context(),
+        )
+        return self._enqueue(mid, data)
+
+    def alias(
+        self,
+        previous_id: str | int | None,
+        user_id: str | int | None,
+        *,
+        anonymous_id: str | int | None = None,
+        context: Mapping[str, Any] | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        timestamp: Timestamp | None = None,
+        message_id: str | None = None,
+    ) -> str | None:
+        """Tie a previous identity to a user id. Returns the message id, or None if dropped."""
+        fields = messages.alias_fields(previous_id)
+        if user_id is None or user_id == "":
+            raise InvalidMessage("user_id", "alias requires a user_id")
+        mid, data = messages.build(
+            "alias",
+            fields,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context=context,
+            integrations=integrations,
+            timestamp=timestamp,
+            message_id=message_id,
+            base_context=current_context(),
+        )
+        return self._enqueue(mid, data)
+
+    # -- the path of an accepted message -----------------------------------------------------
+
+    def _enqueue(self, message_id: str, data: bytes) -> str | None:
+        if self._closed:
+            self._drop_now(data, DropReason.CLOSED, "the client was shut down")
+            return None
+        config = self.config
+        if not config.send:
+            self._buffer.count_dropped(DropReason.SEND_DISABLED)
+            return message_id
+        if config.sync:
+            return message_id if self._delivery.deliver(self._buffer.admit(data)) else None
+        if not self._workers.started:
+            self._workers.start()
+        if self._buffer.put(data, self._block_timeout):
+            return message_id
+        self._reporter.dropped(
+            DeliveryError(DropReason.QUEUE_FULL, "the buffer is full"), [data], 1
+        )
+        return None
+
+    def _drop_now(self, data: bytes, reason: DropReason, detail: str) -> None:
+        self._buffer.count_dropped(reason)
+        self._reporter.dropped(DeliveryError(reason, detail), [data], 1)
+
+    # -- flush, shutdown, stats --------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything queued now and wait until it is delivered or dropped.
+
+        Returns True when every message queued before the call has been delivered or dropped
+        with a reason, False if `timeout` seconds passed first. With no timeout the wait is
+        bounded by `delivery_timeout`, which every batch is settled within.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = self._buffer.request_flush()
+        return self._buffer.wait_flushed(target, deadline)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush, stop the workers, and drop what is left when `timeout` runs out.
+
+        `timeout` defaults to `shutdown_timeout`. Later calls to the six methods are dropped
+        (reason `closed`). Calling it again does nothing. Returns True when nothing was left.
+        """
+        with self._lifecycle:
+            if self._closed:
+                return True
+            self._closed = True
+        wait = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        flushed = self.flush(wait)
+        self._stop.set()
+        self._buffer.close()
+        self._workers.join(deadline)
+        leftovers = self._buffer.abandon(DropReason.SHUTDOWN_TIMEOUT)
+        if leftovers:
+            self._reporter.dropped(
+                DeliveryError(
+                    DropReason.SHUTDOWN_TIMEOUT,
+                    f"still queued or in flight when shutdown's {wait:g}s ran out",
+                ),
+                leftovers,
+                len(leftovers),
+            )
+        self._transport.close()
+        _live_clients.discard(self)
+        return flushed and not leftovers
+
+    @property
+    def stats(self) -> Stats:
+        """A consistent snapshot of this client's accounting."""
+        return self._buffer.counters.snapshot()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<trackline.Client host={self.config.host!r} {state}>"
+
+    def _after_fork_in_child(self) -> None:
+        """The child keeps the configuration, with an empty buffer and fresh threads."""
+        self._buffer.reset_after_fork()
+        self._transport.reset_after_fork()
+        self._lifecycle = threading.Lock()
+        self._setup_runtime()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_live_clients):
+        client._after_fork_in_child()
+
+
+def _shutdown_all_at_exit() -> None:
+    """At interpreter exit, flush every live client within its own `shutdown_timeout`."""
+    clients = list(_live_clients)
+    for client in clients:
+        client._buffer.request_flush()
+    for client in clients:
+        try:
+            client.shutdown()
+        except Exception:  # pragma: no cover - exit must go on whatever happens
+            logger.exception("shutting down %r at exit failed", client)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown_all_at_exit)

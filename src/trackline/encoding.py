@@ -1,0 +1,129 @@
+"""JSON encoding for the wire: one orjson call per message, the wire limits, and clear errors.
+
+This is the only module that knows how Python values become Tracking API JSON. orjson already
+writes datetime, date, time, UUID, Enum, dataclasses, tuples and numpy-free numbers natively;
+the default hook adds Decimal (written as an exact JSON number), set and frozenset. Anything
+else is refused with a `InvalidMessageType` that names the key where the value sits, found by a
+second, slow walk that only runs when encoding has already failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from trackline.errors import InvalidMessage, InvalidMessageType, MessageTooLarge
+
+#: Largest encoded message the Tracking API accepts (32 KB).
+MAX_MESSAGE_BYTES: Final = 32 * 1024
+#: Largest request body the client sends. Segment documents 500 KB; staying at 500,000 bytes
+#: keeps us under the limit whichever way a server counts a kilobyte.
+MAX_BATCH_BYTES: Final = 500_000
+#: Most messages one batch request may carry.
+MAX_BATCH_MESSAGES: Final = 2500
+
+_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        if value.is_finite():
+            # A Fragment is written verbatim, so 39.95 stays 39.95 instead of a binary float.
+            return orjson.Fragment(str(value))
+        return None
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """Encode one message; raise a `MessageError` naming the offending field or the size."""
+    try:
+        data = orjson.dumps(message, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise _explain(message, exc) from None
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            "message",
+            f"is {len(data)} bytes once encoded; the limit is {MAX_MESSAGE_BYTES} bytes",
+        )
+    return data
+
+
+def dumps(value: Any) -> bytes:
+    """Encode any JSON value with the same rules as messages (no size limit)."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS)
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode JSON text."""
+    return orjson.loads(data)
+
+
+def _explain(message: Mapping[str, Any], exc: Exception) -> Exception:
+    """Find where in `message` encoding failed, to name the field in the error."""
+    path, problem, kind = _find_problem(message, "", 0)
+    if path is None:
+        return InvalidMessage("message", f"cannot be encoded as JSON ({exc})")
+    field = path.lstrip(".")
+    if kind == "type":
+        return InvalidMessageType(field, problem)
+    return InvalidMessage(field, problem)
+
+
+_MAX_DEPTH: Final = 200
+
+
+def _find_problem(value: Any, path: str, depth: int) -> tuple[str | None, str, str]:
+    """Walk `value` like orjson does and describe the first thing it cannot encode."""
+    if depth > _MAX_DEPTH:
+        return path or "message", f"is nested deeper than {_MAX_DEPTH} levels", "value"
+    if value is None or isinstance(value, (bool, int, float)):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**64:
+            return path, f"integer {value} does not fit in 64 bits", "value"
+        return None, "", ""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, "contains a lone surrogate, which is not valid UTF-8", "value"
+        return None, "", ""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return (
+                    f"{path}.{key!r}",
+                    f"has a key of type {type(key).__name__}; keys must be strings",
+                    "type",
+                )
+            found = _find_problem(item, f"{path}.{key}", depth + 1)
+            if found[0] is not None:
+                return found
+        return None, "", ""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for index, item in enumerate(value):
+            found = _find_problem(item, f"{path}[{index}]", depth + 1)
+            if found[0] is not None:
+                return found
+        return None, "", ""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _find_problem(dataclasses.asdict(value), path, depth)
+    try:
+        orjson.dumps(value, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        return (
+            path,
+            f"value of type {type(value).__name__} cannot be encoded as JSON; "
+            "convert it to str, int, float, bool, a list or a dict",
+            "type",
+        )
+    return None, "", ""
+
+
+def envelope(items: list[bytes], sent_at: str) -> bytes:
+    """A `/v1/batch` request body around already-encoded messages: a byte join, no re-encode."""
+    return b'{"batch":[' + b",".join(items) + b'],"sentAt":"' + sent_at.encode() + b'"}'

@@ -1,0 +1,225 @@
+"""Build and validate Tracking API messages from call arguments: pure functions, no I/O.
+
+Each builder returns `(message_id, encoded_bytes)`. The message dict lives only as long as the
+encode call, so the caller's dicts are read once and never kept or changed: a caller may mutate
+its `properties` right after `track()` returns without touching what will be sent.
+
+Speed matters here because it runs on the caller's thread for every event. A uuid4 costs more
+than everything else in this module together, so message ids come from a per-process random
+prefix and a counter (regenerated after `fork()`), and the timestamp's second part is formatted
+once per second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from trackline._version import __version__
+from trackline.encoding import encode_message
+from trackline.errors import InvalidMessage, InvalidMessageType
+
+#: Every message type of the Spec, in the order the docs list them.
+MESSAGE_TYPES: Final = ("identify", "track", "page", "screen", "group", "alias")
+
+LIBRARY: Final = {"name": "trackline", "version": __version__}
+_LIBRARY_CONTEXT: Final = {"library": LIBRARY}
+MAX_MESSAGE_ID_CHARS: Final = 99
+
+Timestamp = dt.datetime | dt.date | str
+
+
+class _MessageIds:
+    """UUID-shaped unique ids: 80 random bits per process, then a 48-bit counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        raw = int.from_bytes(os.urandom(10), "big")
+        hexed = f"{raw:020x}"
+        # Version and variant nibbles make the id a well-formed UUID string for tools that check.
+        self._prefix = f"{hexed[0:8]}-{hexed[8:12]}-4{hexed[13:16]}-a{hexed[17:20]}-"
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        n = next(self._counter)
+        if n >= 1 << 48:  # pragma: no cover - 2.8e14 messages from one process
+            self.reset()
+            n = next(self._counter)
+        return f"{self._prefix}{n:012x}"
+
+
+_ids = _MessageIds()
+os.register_at_fork(after_in_child=_ids.reset)
+
+
+def new_message_id() -> str:
+    """A fresh message id, unique across processes and forks."""
+    return _ids.next()
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with milliseconds, e.g. `2026-11-28T14:00:07.123Z`."""
+    global _second_cache
+    now = time.time()
+    second = int(now)
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_cache = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1000):03d}Z"
+
+
+def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
+    """Normalise a datetime, date or ISO-8601 string to UTC ISO-8601 with milliseconds.
+
+    A naive datetime (or a date, taken as its local midnight) is read as local time, the way
+    Python itself reads it, then converted to UTC.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidMessage(field, f"{value!r} is not an ISO-8601 date and time") from None
+        return format_timestamp(parsed, field)
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime(value.year, value.month, value.day)
+    else:
+        raise InvalidMessageType(
+            field, f"must be a datetime, a date or an ISO-8601 string, not {type(value).__name__}"
+        )
+    try:
+        utc = moment.astimezone(dt.UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise InvalidMessage(field, f"{value!r} cannot be converted to UTC ({exc})") from None
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _identifier(value: object, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidMessageType(field, f"must be a string or an integer, not {type(value).__name__}")
+
+
+def _mapping(value: object, field: str) -> Mapping[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise InvalidMessageType(field, f"must be a mapping (dict), not {type(value).__name__}")
+
+
+def _text(value: object, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidMessageType(field, f"must be a string, not {type(value).__name__}")
+
+
+def build(
+    kind: str,
+    fields: dict[str, Any],
+    *,
+    user_id: object,
+    anonymous_id: object,
+    context: object,
+    integrations: object,
+    timestamp: Timestamp | None,
+    message_id: object,
+    base_context: Mapping[str, Any] | None = None,
+) -> tuple[str, bytes]:
+    """Assemble, validate and encode one message of type `kind` with its type-specific `fields`.
+
+    `fields` holds wire keys already checked by the caller (event, name, traits...); `None`
+    values are left out. `base_context` is context that applies to every call in scope (a web
+    request's ip and user agent, for example); the call's own `context` wins key by key.
+    """
+    uid = _identifier(user_id, "user_id")
+    anon = _identifier(anonymous_id, "anonymous_id")
+    if uid is None and anon is None:
+        raise InvalidMessage("user_id", "either user_id or anonymous_id is required")
+
+    if message_id is None:
+        mid = _ids.next()
+    elif isinstance(message_id, str):
+        if not message_id or len(message_id) > MAX_MESSAGE_ID_CHARS:
+            raise InvalidMessage(
+                "message_id", f"must be 1 to {MAX_MESSAGE_ID_CHARS} characters long"
+            )
+        mid = message_id
+    else:
+        raise InvalidMessageType("message_id", f"must be a string, not {type(message_id).__name__}")
+
+    ctx = _mapping(context, "context")
+    if ctx is None and base_context is None:
+        full_context: Mapping[str, Any] = _LIBRARY_CONTEXT
+    else:
+        full_context = {**(base_context or {}), **(ctx or {}), "library": LIBRARY}
+
+    message: dict[str, Any] = {
+        "type": kind,
+        "messageId": mid,
+        "timestamp": now_iso() if timestamp is None else format_timestamp(timestamp),
+    }
+    if uid is not None:
+        message["userId"] = uid
+    if anon is not None:
+        message["anonymousId"] = anon
+    for key, value in fields.items():
+        if value is not None:
+            message[key] = value
+    message["context"] = full_context
+    ints = _mapping(integrations, "integrations")
+    if ints is not None:
+        message["integrations"] = ints
+    return mid, encode_message(message)
+
+
+def track_fields(event: object, properties: object) -> dict[str, Any]:
+    """Wire fields of a track call."""
+    if event is None or event == "":
+        raise InvalidMessage("event", "track requires a non-empty event name")
+    return {"event": _text(event, "event"), "properties": _mapping(properties, "properties")}
+
+
+def identify_fields(traits: object) -> dict[str, Any]:
+    """Wire fields of an identify call."""
+    return {"traits": _mapping(traits, "traits")}
+
+
+def page_fields(name: object, category: object, properties: object) -> dict[str, Any]:
+    """Wire fields of a page or screen call."""
+    return {
+        "name": _text(name, "name"),
+        "category": _text(category, "category"),
+        "properties": _mapping(properties, "properties"),
+    }
+
+
+def group_fields(group_id: object, traits: object) -> dict[str, Any]:
+    """Wire fields of a group call."""
+    gid = _identifier(group_id, "group_id")
+    if gid is None:
+        raise InvalidMessage("group_id", "group requires a group_id")
+    return {"groupId": gid, "traits": _mapping(traits, "traits")}
+
+
+def alias_fields(previous_id: object) -> dict[str, Any]:
+    """Wire fields of an alias call (its user_id is checked by `build`)."""
+    pid = _identifier(previous_id, "previous_id")
+    if pid is None:
+        raise InvalidMessage("previous_id", "alias requires a previous_id")
+    return {"previousId": pid}

@@ -1,0 +1,76 @@
+"""Background worker threads: wait for a batch (by count, flush or interval), deliver it, repeat.
+
+Threads start lazily on the first message, so importing an app and forking it (gunicorn
+`--preload`) starts no thread in the parent that the children would lose. They are daemon
+threads: the interpreter's exit hook, not thread joins, decides how long exit may wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from trackline.buffer import MemoryBuffer
+from trackline.delivery import Delivery
+from trackline.encoding import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
+
+logger = logging.getLogger(__name__)
+
+#: Room kept in a request body for the envelope around the messages (`{"batch":[...],...}`).
+ENVELOPE_BYTES = 64
+
+
+class Workers:
+    """The delivery threads of one client."""
+
+    def __init__(
+        self,
+        buffer: MemoryBuffer,
+        delivery: Delivery,
+        stop: threading.Event,
+        *,
+        count: int,
+        interval: float,
+        name: str,
+    ) -> None:
+        self._buffer = buffer
+        self._delivery = delivery
+        self._stop = stop
+        self._count = count
+        self._interval = interval
+        self._name = name
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.started = False
+
+    def start(self) -> None:
+        """Start the threads once; later calls do nothing."""
+        with self._lock:
+            if self.started or self._stop.is_set():
+                return
+            for index in range(self._count):
+                thread = threading.Thread(
+                    target=self._run, name=f"{self._name}-{index}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+            self.started = True
+
+    def join(self, deadline: float) -> bool:
+        """Wait for the threads to end, until `deadline` (monotonic); True if they all did."""
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def _run(self) -> None:
+        buffer = self._buffer
+        max_bytes = MAX_BATCH_BYTES - ENVELOPE_BYTES
+        while not self._stop.is_set():
+            batch = buffer.take(MAX_BATCH_MESSAGES, max_bytes, self._interval)
+            if batch is None:
+                continue
+            try:
+                self._delivery.deliver(batch)
+            except Exception:  # pragma: no cover - a bug; keep the thread alive for the rest
+                logger.exception("delivering a batch of %d message(s) failed", len(batch))

@@ -1,0 +1,51 @@
+"""Shared fixtures: a scripted capturing server, clients that are always shut down, and a guard
+that fails a test when trackline logged an error it otherwise swallowed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import trackline
+from tests.support.capture import CaptureServer
+
+
+@pytest.fixture
+def capture() -> Iterator[CaptureServer]:
+    """A capturing HTTP server on 127.0.0.1 answering 200 unless scripted otherwise."""
+    with CaptureServer() as server:
+        yield server
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., trackline.Client]]:
+    """Build clients for a test; each is shut down (briefly) when the test ends."""
+    clients: list[trackline.Client] = []
+
+    def make(*args: Any, **kwargs: Any) -> trackline.Client:
+        client = trackline.Client(*args, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.shutdown(timeout=1.0)
+
+
+@pytest.fixture(autouse=True)
+def no_swallowed_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail the test if trackline logged an exception it swallowed (a bug, not a delivery
+    problem: those are warnings)."""
+    caplog.set_level(logging.WARNING, logger="trackline")
+    yield
+    errors = [
+        record
+        for record in caplog.get_records("call")
+        if record.name.startswith("trackline")
+        and record.levelno >= logging.ERROR
+        and not getattr(record, "expected", False)
+    ]
+    assert not errors, [record.getMessage() for record in errors]
