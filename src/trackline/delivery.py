@@ -20,7 +20,7 @@ from trackline.buffer import Batch, MemoryBuffer
 from trackline.config import Config
 from trackline.encoding import envelope, loads
 from trackline.errors import DeliveryError
-from trackline.messages import now_iso
+from trackline.messages import format_epoch
 from trackline.report import Reporter
 from trackline.retry import Action, RetryPolicy, classify, parse_retry_after
 from trackline.stats import DropReason
@@ -142,7 +142,7 @@ class Delivery:
         return delivered
 
     def _post(self, items: list[bytes]) -> Response:
-        body = envelope(items, now_iso())
+        body = envelope(items, format_epoch(self._wall_clock()))
         response = self._transport.post(BATCH_PATH, body)
         status = response.status
         self._buffer.count_request(len(body), status is not None and 200 <= status < 300)

@@ -68,8 +68,12 @@ _second_cache: tuple[int, str] = (-1, "")
 
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with milliseconds, e.g. `2026-11-28T14:00:07.123Z`."""
+    return format_epoch(time.time())
+
+
+def format_epoch(now: float) -> str:
+    """A POSIX time as UTC ISO-8601 with milliseconds; the second is formatted once per second."""
     global _second_cache
-    now = time.time()
     second = int(now)
     cached_second, prefix = _second_cache
     if second != cached_second:
