@@ -527,3 +527,13 @@ def test_several_workers_share_the_load(capture: CaptureServer, make_client: Mak
     spans = sorted((r.at, r.at + 0.1) for r in capture.requests)
     overlapping = any(b[0] < a[1] for a, b in itertools.pairwise(spans))
     assert overlapping, "requests should overlap in time with three workers"
+
+
+def test_proxy_is_used_for_every_request(capture: CaptureServer, make_client: MakeClient) -> None:
+    """With `proxy`, requests go to the proxy in absolute form for the configured host."""
+    client = make_client("k", host="http://analytics.example.invalid", proxy=capture.url)
+    client.track("u", "E")
+    assert client.flush(5)
+    [request] = capture.requests
+    assert request.path == "http://analytics.example.invalid/v1/batch"
+    assert request.batch[0]["event"] == "E"
