@@ -1,9 +1,10 @@
 """Every client option in one frozen dataclass: its default, its validation, its environment name.
 
-The write key and the host may also come from the environment (`TRACKLINE_WRITE_KEY`,
-`TRACKLINE_HOST`) so that deployments and the `trackline` command can point code elsewhere
-without editing it; an argument always wins. Validation runs once at construction and names the
-option and the constraint it broke, so a typo fails at startup rather than as silent loss later.
+The write key, the host and the spool directory may also come from the environment
+(`TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST`, `TRACKLINE_SPOOL`) so that deployments and the
+`trackline` command can point code elsewhere without editing it; an argument always wins.
+Validation runs once at construction and names the option and the constraint it broke, so a
+typo fails at startup rather than as silent loss later.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any, Final, Literal
 from trackline.errors import ConfigError
 
 DEFAULT_HOST: Final = "https://api.segment.io"
+#: Durable mode's default bound on the message bytes one process keeps in its spool (1 GiB).
+DEFAULT_MAX_SPOOL_BYTES: Final = 1024**3
+#: Durable mode's default age past which a spooled message is dropped as expired (7 days).
+DEFAULT_MAX_AGE: Final = 7 * 24 * 3600.0
 
 #: Called with (error, messages) when messages are dropped; never raised into the app.
 ErrorCallback = Callable[[Any, list[dict[str, Any]]], object]
@@ -50,6 +55,10 @@ class Config:
     on_success: SuccessCallback | None = None
     proxy: str | None = None
     shutdown_timeout: float = 5.0
+    spool: str | None = None
+    max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES
+    max_age: float = DEFAULT_MAX_AGE
+    spool_synchronous: Literal["normal", "full"] = "normal"
 
     def __post_init__(self) -> None:
         if not isinstance(self.write_key, str) or not self.write_key:
@@ -77,6 +86,14 @@ class Config:
         for name in ("on_error", "on_success"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ConfigError(name, "must be callable or None")
+        if self.spool is not None and (not isinstance(self.spool, str) or not self.spool):
+            raise ConfigError("spool", f"must be a directory path or None, not {self.spool!r}")
+        _int_in_range(self.max_spool_bytes, "max_spool_bytes", 1, None)
+        _positive_number(self.max_age, "max_age")
+        if self.spool_synchronous not in ("normal", "full"):
+            raise ConfigError(
+                "spool_synchronous", f"must be 'normal' or 'full', not {self.spool_synchronous!r}"
+            )
 
 
 OPTION_NAMES: Final = tuple(field.name for field in dataclasses.fields(Config))
@@ -98,6 +115,17 @@ def resolve_host(host: str | None, environ: Mapping[str, str] | None = None) -> 
     if host is None:
         host = (os.environ if environ is None else environ).get("TRACKLINE_HOST") or DEFAULT_HOST
     return host
+
+
+def resolve_spool(
+    spool: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The spool directory given, else `TRACKLINE_SPOOL`, else None (memory mode)."""
+    if spool is None:
+        return (os.environ if environ is None else environ).get("TRACKLINE_SPOOL") or None
+    if isinstance(spool, os.PathLike):
+        return os.fspath(spool)
+    return spool
 
 
 def _normalise_host(value: object, option: str) -> str:
