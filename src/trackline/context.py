@@ -27,12 +27,36 @@ def current() -> Mapping[str, Any] | None:
     return _current.get()
 
 
+Token = contextvars.Token[Mapping[str, Any] | None]
+
+
+def enter(values: Mapping[str, Any]) -> Token:
+    """Add `values` to the context in scope until `leave(token)`.
+
+    For scopes that a `with` block cannot span, such as a WSGI response body that the server
+    iterates after the application returned.
+    """
+    return _current.set({**(_current.get() or {}), **values})
+
+
+def leave(token: Token) -> None:
+    """End the scope `enter` opened, restoring the context that was in scope before it.
+
+    Works from another `contextvars.Context` too (a server closing a response elsewhere), where
+    `ContextVar.reset` would refuse the token.
+    """
+    try:
+        _current.reset(token)
+    except ValueError:
+        previous = token.old_value
+        _current.set(None if previous is contextvars.Token.MISSING else previous)
+
+
 @contextlib.contextmanager
 def context(values: Mapping[str, Any] | None = None, /, **more: Any) -> Iterator[Mapping[str, Any]]:
     """Add context keys for the calls made inside the block; nested blocks add to outer ones."""
-    merged = {**(_current.get() or {}), **(values or {}), **more}
-    token = _current.set(merged)
+    token = enter({**(values or {}), **more})
     try:
-        yield merged
+        yield _current.get() or {}
     finally:
-        _current.reset(token)
+        leave(token)

@@ -1,0 +1,143 @@
+"""Web framework integrations: request context for every call, and optional page calls.
+
+```
+wsgi.py     WSGI middleware (any WSGI app: Flask, Django, Pyramid, Bottle...)
+asgi.py     pure ASGI middleware (Starlette, FastAPI, any ASGI app)
+django.py   Django middleware configured from TRACKLINE_* settings
+flask.py    Flask extension configured from TRACKLINE_* config keys
+request.py  a request (environ or scope) -> RequestInfo -> context
+proxies.py  the client's address, honouring X-Forwarded-For from trusted proxies only
+pages.py    the automatic page call and its filter
+```
+
+Importing `trackline` imports none of these; `django.py` and `flask.py` import their framework,
+which is an optional extra (`pip install 'trackline[django]'`, `'trackline[flask]'`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypedDict, TypeVar
+
+from trackline import _default
+from trackline.client import Client
+from trackline.errors import ConfigError
+from trackline.integrations.pages import PageFilter, PageViews
+from trackline.integrations.proxies import TrustedProxies
+
+App = TypeVar("App")
+
+#: Reads one setting: `(name, default) -> value`, as `getattr(settings, ...)` or `config.get`.
+SettingReader = Callable[[str, Any], Any]
+
+_lock = threading.Lock()
+_configured: tuple[tuple[str | None, str | None, dict[str, Any]], Client] | None = None
+
+
+def init_default_client(
+    write_key: str | None, host: str | None, options: Mapping[str, Any] | None
+) -> None:
+    """`trackline.init` from framework settings, once per distinct configuration.
+
+    Frameworks build middleware more than once (Django's test client builds a handler per
+    client), and re-running `init` would replace a client that may hold queued events. With
+    none of the three set, the default client is left to the `trackline` module settings and
+    the `TRACKLINE_*` environment variables.
+    """
+    global _configured
+    if write_key is None and host is None and not options:
+        return
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError("TRACKLINE_OPTIONS", f"must be a dict, not {type(options).__name__}")
+    wanted = (write_key, host, dict(options or {}))
+    with _lock:
+        if (
+            _configured is not None
+            and _configured[0] == wanted
+            and _default._client is _configured[1]
+        ):
+            return
+        client = _default.init(write_key, **({"host": host} if host else {}), **wanted[2])
+        _configured = (wanted, client)
+
+
+class RequestOptions(TypedDict):
+    """The request options every integration takes, as keyword arguments."""
+
+    trusted_proxies: tuple[str, ...]
+    page_views: bool
+    page_filter: PageFilter | None
+
+
+def from_settings(setting: SettingReader) -> RequestOptions:
+    """Configure an integration from `TRACKLINE_*` settings (Django settings, Flask config).
+
+    Initialises the default client from `TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST` and
+    `TRACKLINE_OPTIONS` (a dict of `Client` options), and returns the request options read
+    from `TRACKLINE_TRUSTED_PROXIES`, `TRACKLINE_PAGE_VIEWS` and `TRACKLINE_PAGE_FILTER` (a
+    callable or its dotted path). A wrong value raises `ConfigError` naming the setting.
+    """
+    try:
+        init_default_client(
+            setting("TRACKLINE_WRITE_KEY", None),
+            setting("TRACKLINE_HOST", None),
+            setting("TRACKLINE_OPTIONS", None),
+        )
+    except ConfigError as error:
+        if error.option.startswith("TRACKLINE_"):
+            raise
+        if error.option in ("write_key", "host"):
+            raise ConfigError(f"TRACKLINE_{error.option.upper()}", error.problem) from None
+        raise ConfigError("TRACKLINE_OPTIONS", f"{error.option}: {error.problem}") from None
+    except TypeError as error:
+        raise ConfigError("TRACKLINE_OPTIONS", str(error)) from None
+    page_filter = setting("TRACKLINE_PAGE_FILTER", None)
+    if isinstance(page_filter, str):
+        page_filter = import_object(page_filter, "TRACKLINE_PAGE_FILTER")
+    proxies = setting("TRACKLINE_TRUSTED_PROXIES", None) or ()
+    page_views = setting("TRACKLINE_PAGE_VIEWS", False)
+    try:
+        # Built here only to check the values and name the setting that is wrong.
+        TrustedProxies(proxies)
+        PageViews(page_views, page_filter)
+    except ConfigError as error:
+        raise ConfigError(f"TRACKLINE_{error.option.upper()}", error.problem) from None
+    options = RequestOptions(
+        trusted_proxies=tuple(proxies), page_views=page_views, page_filter=page_filter
+    )
+    return options
+
+
+def import_object(path: str, setting: str) -> Any:
+    """The object a dotted path (`package.module.name` or `package.module:name`) names."""
+    module_name, _, name = path.replace(":", ".").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(setting, f"cannot import {path!r}: {error}") from None
+
+
+class Middleware(Generic[App]):
+    """What the WSGI and ASGI middlewares share: the wrapped app and the request options.
+
+    `trusted_proxies`: addresses or networks (`"10.0.0.0/8"`, or `"unix"` for a UNIX socket) of
+    the proxies in front of the app, whose `X-Forwarded-For`, `-Proto` and `-Host` headers are
+    believed; none by default. `page_views`: make a `page` call per request that `page_filter`
+    accepts (default filter: a successful GET answered with HTML). `client`: the client for
+    page calls (default: the default client, looked up at each call).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        page_views: bool = False,
+        page_filter: PageFilter | None = None,
+        client: Client | None = None,
+    ) -> None:
+        self.app = app
+        self._proxies = TrustedProxies(trusted_proxies)
+        self._pages = PageViews(page_views, page_filter, client)

@@ -1,0 +1,88 @@
+"""Django middleware: request context for every trackline call, configured from settings.
+
+```python
+# settings.py
+MIDDLEWARE = ["trackline.integrations.django.TracklineMiddleware", ...]   # first
+TRACKLINE_WRITE_KEY = "WRITE_KEY"
+TRACKLINE_HOST = "http://127.0.0.1:8765"          # optional
+TRACKLINE_OPTIONS = {"flush_interval": 1.0}       # optional: any Client option
+TRACKLINE_TRUSTED_PROXIES = ["10.0.0.0/8"]        # optional: believe their X-Forwarded-For
+TRACKLINE_PAGE_VIEWS = True                       # optional: a page call per HTML page served
+TRACKLINE_PAGE_FILTER = "myapp.analytics.is_page" # optional: a callable or its dotted path
+```
+
+The middleware initialises the default client (`trackline.init`) when Django builds it, which
+under `gunicorn --preload` happens before the fork; the client starts its threads in each worker
+on the first event. It runs sync or async, as the rest of the stack does. Page calls carry the
+logged-in user's primary key as `user_id` when `django.contrib.auth` is in use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+
+from trackline.context import enter, leave
+from trackline.integrations import from_settings
+from trackline.integrations.pages import PageView, PageViews
+from trackline.integrations.proxies import TrustedProxies
+from trackline.integrations.request import RequestInfo, from_environ, request_context
+
+
+class TracklineMiddleware:
+    """Django middleware; list it first in `MIDDLEWARE` so every other layer sees the context."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        options = from_settings(lambda name, default: getattr(settings, name, default))
+        self._proxies = TrustedProxies(options["trusted_proxies"])
+        self._pages = PageViews(options["page_views"], options["page_filter"])
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self._acall(request)
+        info = self._describe(request)
+        token = enter(request_context(info))
+        try:
+            response = self.get_response(request)
+            self._page_view(request, info, response)
+            return response
+        finally:
+            leave(token)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        info = self._describe(request)
+        token = enter(request_context(info))
+        try:
+            response = await self.get_response(request)
+            self._page_view(request, info, response)
+            return response
+        finally:
+            leave(token)
+
+    def _describe(self, request: HttpRequest) -> RequestInfo:
+        # request.scheme and request.path are right under WSGI and ASGI alike; META's are not.
+        return from_environ(request.META, self._proxies, scheme=request.scheme, path=request.path)
+
+    def _page_view(self, request: HttpRequest, info: RequestInfo, response: Any) -> None:
+        if not self._pages.enabled:
+            return
+        view = PageView(info, int(response.status_code), response.get("Content-Type"))
+        self._pages.record(view, user_id=_user_id(request))
+
+
+def _user_id(request: HttpRequest) -> str | None:
+    """The logged-in user's primary key, if authentication middleware ran and someone is in."""
+    user = getattr(request, "user", None)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return str(user.pk)

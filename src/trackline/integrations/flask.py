@@ -1,0 +1,40 @@
+"""Flask extension: request context for every trackline call, configured from `app.config`.
+
+```python
+from flask import Flask
+from trackline.integrations.flask import Trackline
+
+app = Flask(__name__)
+app.config["TRACKLINE_WRITE_KEY"] = "WRITE_KEY"
+Trackline(app)            # or: tracking = Trackline(); ...; tracking.init_app(app)
+```
+
+Config keys, all optional: `TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST`, `TRACKLINE_OPTIONS` (a dict
+of `Client` options) initialise the default client; `TRACKLINE_TRUSTED_PROXIES`,
+`TRACKLINE_PAGE_VIEWS` and `TRACKLINE_PAGE_FILTER` work as in the WSGI middleware, which the
+extension puts around `app.wsgi_app` so that teardown handlers and streamed responses see the
+context too.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from trackline.integrations import from_settings
+from trackline.integrations.wsgi import TracklineMiddleware
+
+
+class Trackline:
+    """The Flask extension: `Trackline(app)`, or `Trackline()` then `init_app(app)`."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the app's `TRACKLINE_*` config and wrap its WSGI app; once per app."""
+        if "trackline" in app.extensions:
+            return
+        options = from_settings(app.config.get)
+        app.wsgi_app = TracklineMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
+        app.extensions["trackline"] = self
