@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,7 @@ if not settings.configured:
 
 
 def hit(request: HttpRequest, name: str) -> HttpResponse:
+    time.sleep(float(request.GET.get("wait", "0")))
     trackline.track("visitor", "Django Hit", {"name": name, "pid": os.getpid()})
     return HttpResponse(str(os.getpid()), content_type="text/plain")
 

@@ -9,6 +9,7 @@ that happens in the master before it forks the workers.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from flask import Flask, request
@@ -24,6 +25,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/hit/<name>")
     def hit(name: str) -> tuple[str, dict[str, str]]:
+        time.sleep(float(request.args.get("wait", "0")))
         trackline.track("visitor", "Flask Hit", {"name": name, "pid": os.getpid()})
         return str(os.getpid()), {"Content-Type": "text/plain"}
 
