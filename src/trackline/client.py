@@ -22,10 +22,13 @@ from typing import Any, Literal
 from trackline import messages
 from trackline.buffer import MemoryBuffer
 from trackline.config import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_SPOOL_BYTES,
     Config,
     ErrorCallback,
     SuccessCallback,
     resolve_host,
+    resolve_spool,
     resolve_write_key,
 )
 from trackline.context import current as current_context
@@ -33,6 +36,7 @@ from trackline.delivery import Delivery
 from trackline.errors import DeliveryError, InvalidMessage
 from trackline.messages import Timestamp
 from trackline.report import Reporter
+from trackline.spool import Spool
 from trackline.stats import DropReason, Stats
 from trackline.transport import HttpTransport, Transport
 from trackline.worker import Workers
@@ -74,6 +78,10 @@ class Client:
         on_success: SuccessCallback | None = None,
         proxy: str | None = None,
         shutdown_timeout: float = 5.0,
+        spool: str | os.PathLike[str] | None = None,
+        max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES,
+        max_age: float = DEFAULT_MAX_AGE,
+        spool_synchronous: Literal["normal", "full"] = "normal",
         transport: Transport | None = None,
     ) -> None:
         self.config = Config(
@@ -98,6 +106,10 @@ class Client:
             on_success=on_success,
             proxy=proxy,
             shutdown_timeout=shutdown_timeout,
+            spool=resolve_spool(spool),
+            max_spool_bytes=max_spool_bytes,
+            max_age=max_age,
+            spool_synchronous=spool_synchronous,
         )
         config = self.config
         self._block_timeout = config.block_timeout if config.queue_full == "block" else None
@@ -110,7 +122,13 @@ class Client:
             connections=config.workers,
         )
         self._reporter = Reporter(config.on_error, config.on_success)
-        self._buffer = MemoryBuffer(config.max_queue_size, config.max_queue_bytes, config.flush_at)
+        # Durable mode (`spool`) swaps the buffer for one on disk; see spool.py.
+        self._spool = Spool(config, self._reporter) if config.spool is not None else None
+        self._buffer: MemoryBuffer = (
+            MemoryBuffer(config.max_queue_size, config.max_queue_bytes, config.flush_at)
+            if self._spool is None
+            else self._spool
+        )
         self._lifecycle = threading.Lock()
         self._closed = False
         self._setup_runtime()
@@ -131,6 +149,8 @@ class Client:
             interval=config.flush_interval,
             name=f"trackline-{id(self):x}",
         )
+        if self._spool is not None and len(self._spool):
+            self._workers.start()  # messages left in the spool by earlier processes go first
 
     # -- the six calls -----------------------------------------------------------------------
 
@@ -309,9 +329,10 @@ class Client:
             self._workers.start()
         if self._buffer.put(data, self._block_timeout):
             return message_id
-        self._reporter.dropped(
-            DeliveryError(DropReason.QUEUE_FULL, "the buffer is full"), [data], 1
-        )
+        if self._spool is None:  # the spool reports its own drops, with their reason
+            self._reporter.dropped(
+                DeliveryError(DropReason.QUEUE_FULL, "the buffer is full"), [data], 1
+            )
         return None
 
     def _drop_now(self, data: bytes, reason: DropReason, detail: str) -> None:
@@ -336,6 +357,7 @@ class Client:
 
         `timeout` defaults to `shutdown_timeout`. Later calls to the six methods are dropped
         (reason `closed`). Calling it again does nothing. Returns True when nothing was left.
+        In durable mode nothing is dropped: what is left stays in the spool for the next start.
         """
         with self._lifecycle:
             if self._closed:
@@ -363,7 +385,11 @@ class Client:
 
     @property
     def stats(self) -> Stats:
-        """A consistent snapshot of this client's accounting."""
+        """A consistent snapshot of this client's accounting.
+
+        In durable mode `enqueued` and `queued` also count the messages found in the spool at
+        start, and after `shutdown()` `queued` counts those left on disk for the next start.
+        """
         return self._buffer.counters.snapshot()
 
     def __enter__(self) -> Client:

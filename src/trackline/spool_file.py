@@ -1,0 +1,214 @@
+"""One spool file: encoded messages as rows of a SQLite database in WAL mode.
+
+A row is (seq, created, data): `seq` orders the messages, `created` (wall-clock seconds) lets
+`max_age` expire them across restarts, `data` is the encoded message exactly as it is sent.
+Rows are inserted before a call returns and deleted once delivered or dropped.
+
+Each file has two connections: one that writes (used by one thread at a time, the spool's
+group-commit writer) and one that reads batches, so that reading a large batch never holds up
+a commit: in WAL mode readers and the writer do not block each other. Checkpoints are SQLite's
+own automatic ones, run by the committing connection every 1000 pages.
+
+With `synchronous=NORMAL` a commit is a write to the WAL without fsync: it survives the process
+being killed, not the machine losing power. `FULL` fsyncs every commit and survives both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from trackline.spool_dir import FileLock
+
+#: Marks a SQLite file as a trackline spool ("TRKL").
+APPLICATION_ID: Final = 0x54524B4C
+SCHEMA_VERSION: Final = 1
+#: How long a statement waits for a lock held by another process (someone inspecting the file).
+BUSY_TIMEOUT: Final = 1.0
+
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_FULL: Final = 13
+_SQLITE_NOTADB: Final = 26
+
+_INSERT: Final = "INSERT INTO messages (seq, created, data) VALUES (?, ?, ?)"
+_DELETE: Final = "DELETE FROM messages WHERE seq BETWEEN ? AND ?"
+_READ: Final = (
+    "SELECT seq, created, data FROM messages WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?"
+)
+
+Row = tuple[int, float, bytes]
+
+#: Connections a forked child inherited. They are never used again, and never closed either:
+#: closing them could checkpoint or unlock the parent's files.
+_inherited: list[sqlite3.Connection] = []
+
+
+class SpoolCorrupt(Exception):
+    """The file is not a readable trackline spool."""
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """Whether a SQLite error means the file itself is damaged, not that a write failed."""
+    if isinstance(exc, SpoolCorrupt):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a SQLite error means the disk (or the file's size limit) is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == _SQLITE_FULL
+
+
+class SpoolFile:
+    """One SQLite spool file and the lock that makes it this process's.
+
+    The counters below describe the rows and are kept by the spool under its own lock.
+    """
+
+    def __init__(self, path: str, lock: FileLock, synchronous: str, *, adopted: bool) -> None:
+        """Open (or create) the file; raises `SpoolCorrupt` or `sqlite3.Error` if it is bad."""
+        self.path = path
+        self.lock = lock
+        self.adopted = adopted
+        self.lost = False
+        #: An adopted file whose creator died before writing its schema: it holds nothing.
+        self._blank = False
+        #: Rows in the file, taken or not, that are not yet delivered or dropped.
+        self.remaining = 0
+        #: Rows not yet handed to a worker, and their bytes.
+        self.untaken = 0
+        self.untaken_bytes = 0
+        #: The next seq to read.
+        self.cursor = 0
+        self._writer = _connect(path, synchronous)
+        try:
+            self._check_or_create(create=not adopted)
+            self._reader = _connect(path, synchronous)
+        except BaseException:
+            self._writer.close()
+            raise
+
+    def _check_or_create(self, *, create: bool) -> None:
+        db = self._writer
+        if create:
+            # One transaction, so a file is either blank or a complete spool.
+            db.executescript(
+                f"""
+                BEGIN;
+                PRAGMA application_id = {APPLICATION_ID};
+                PRAGMA user_version = {SCHEMA_VERSION};
+                CREATE TABLE messages (
+                    seq INTEGER PRIMARY KEY, created REAL NOT NULL, data BLOB NOT NULL
+                );
+                COMMIT;
+                """
+            )
+            return
+        (application_id,) = db.execute("PRAGMA application_id").fetchone()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        (tables,) = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        if application_id == 0 and version == 0 and tables == 0:
+            self._blank = True
+        elif application_id != APPLICATION_ID or version != SCHEMA_VERSION:
+            raise SpoolCorrupt(f"not a trackline spool (id {application_id}, version {version})")
+
+    def scan(self) -> tuple[int, int, int]:
+        """(rows, bytes, first seq) of what the file holds; reads every row's header."""
+        if self._blank:
+            return 0, 0, 0
+        count, size, first = self._reader.execute(
+            "SELECT count(*), total(length(data)), min(seq) FROM messages"
+        ).fetchone()
+        return int(count), int(size), int(first or 0)
+
+    @staticmethod
+    def count_rows(path: str) -> int | None:
+        """How many messages a damaged file holds, if SQLite can still tell; else None."""
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        except sqlite3.Error:
+            return None
+        try:
+            (count,) = db.execute("SELECT count(*) FROM messages").fetchone()
+            return int(count)
+        except sqlite3.Error:
+            return None
+        finally:
+            db.close()
+
+    def write(self, rows: Sequence[Row], deletes: Iterable[int]) -> None:
+        """Insert `rows` and delete the seqs in `deletes`, in one transaction."""
+        db = self._writer
+        ranges = _runs(deletes)
+        if len(rows) == 1 and not ranges:
+            db.execute(_INSERT, rows[0])
+            return
+        db.execute("BEGIN")
+        try:
+            if rows:
+                db.executemany(_INSERT, rows)
+            if ranges:
+                db.executemany(_DELETE, ranges)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+
+    def read(self, start: int, end: int, max_items: int, max_bytes: int) -> list[Row]:
+        """Rows with start <= seq < end, in order, within the batch limits.
+
+        The first row is always returned; the next ones while sizes plus separators fit
+        `max_bytes`.
+        """
+        cursor = self._reader.execute(_READ, (start, end, max_items))
+        rows: list[Row] = []
+        size = 0
+        try:
+            for row in cursor:
+                item_size = len(row[2]) + 1
+                if rows and size + item_size > max_bytes:
+                    break
+                rows.append(row)
+                size += item_size
+        finally:
+            cursor.close()
+        return rows
+
+    def close(self) -> None:
+        """Close both connections (the last close checkpoints and removes the WAL)."""
+        for db in (self._reader, self._writer):
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+    def forget(self) -> None:
+        """In a forked child: let go of the parent's file without touching it."""
+        _inherited.extend((self._writer, self._reader))
+        self.lock.forget()
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as (first, last) runs of consecutive numbers, for range deletes."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
