@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -249,3 +250,18 @@ def test_a_raising_page_filter_costs_the_page_call_only(
         pages_logger.removeFilter(expected)
     assert [e["type"] for e in delivered(client, capture)] == ["track"]
     assert any("page filter raised" in r.getMessage() for r in caplog.records)
+
+
+def test_list_bodies_reach_the_server_untouched(client: trackline.Client) -> None:
+    """A list body is handed on as is, so the server can still compute Content-Length from it
+    (wsgiref does for a one-item list) instead of falling back to closing the connection."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"hello"]
+
+    with (
+        serve_wsgi(TracklineMiddleware(app, page_views=True, client=client)) as url,
+        urllib.request.urlopen(f"{url}/", timeout=10) as response,
+    ):
+        assert response.headers["Content-Length"] == "5"

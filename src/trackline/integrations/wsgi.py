@@ -33,30 +33,38 @@ class TracklineMiddleware(Middleware[WSGIApplication]):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = from_environ(environ, self._proxies)
-        token = enter(request_context(request))
-        response = _Response(token, request, self._pages)
+        scope = _Scope(enter(request_context(request)), request, self._pages)
         try:
-            response.body = self.app(
-                environ, response.wrap(start_response) if self._pages.enabled else start_response
+            body = self.app(
+                environ, scope.watch(start_response) if self._pages.enabled else start_response
             )
         except BaseException:
-            leave(token)
+            leave(scope.token)
             raise
-        return response
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(body, list | tuple) or (
+            isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
+        ):
+            # No app code runs while these are sent: end the scope now and hand the body on
+            # untouched, so the server can still take its length or send the file directly.
+            scope.finish()
+            return body
+        return _ClosingBody(body, scope)
 
 
-class _Response:
-    """The app's response body, ending the request's context scope when the server closes it."""
+class _Scope:
+    """One request's context scope, and what its response started with."""
 
     def __init__(self, token: Token, request: RequestInfo, pages: PageViews) -> None:
-        self.body: Iterable[bytes] = ()
-        self._token = token
+        self.token = token
         self._request = request
         self._pages = pages
         self._status: int | None = None
         self._content_type: str | None = None
 
-    def wrap(self, start_response: StartResponse) -> StartResponse:
+    def watch(self, start_response: StartResponse) -> StartResponse:
+        """`start_response`, noting the status and content type for the page filter."""
+
         def start(
             status: str,
             headers: list[tuple[str, str]],
@@ -71,20 +79,32 @@ class _Response:
 
         return start
 
+    def finish(self) -> None:
+        """Make the page call if one is due, then end the scope."""
+        try:
+            if self._status is not None:
+                self._pages.record(PageView(self._request, self._status, self._content_type))
+        finally:
+            leave(self.token)
+
+
+class _ClosingBody:
+    """The app's response body, ending the request's scope when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], scope: _Scope) -> None:
+        self._body = body
+        self._scope = scope
+
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self.body)
+        return iter(self._body)
 
     def close(self) -> None:
         try:
-            close = getattr(self.body, "close", None)
+            close = getattr(self._body, "close", None)
             if close is not None:
                 close()
         finally:
-            try:
-                if self._status is not None:
-                    self._pages.record(PageView(self._request, self._status, self._content_type))
-            finally:
-                leave(self._token)
+            self._scope.finish()
 
 
 def _status_code(status: str) -> int | None:
