@@ -8,6 +8,7 @@ the address it saw, skipping trusted proxies: the first untrusted address is the
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -20,8 +21,13 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UNIX = "unix"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress | None:
-    """An address from a header or a server, tolerating a port (`1.2.3.4:80`, `[::1]:80`)."""
+    """An address from a header or a server, tolerating a port (`1.2.3.4:80`, `[::1]:80`).
+
+    Cached: a server sees the same few peers and proxies over and over, and parsing is most of
+    the middleware's cost per request.
+    """
     text = text.strip()
     if text.startswith("["):
         text = text[1:].partition("]")[0]
@@ -72,6 +78,8 @@ class TrustedProxies:
         """Whether the connection's peer (None or empty: a UNIX socket) is a trusted proxy."""
         if not peer:
             return self.unix
+        if not self.networks:
+            return False
         address = parse_address(peer)
         return address is not None and self._trusts(address)
 
