@@ -1,0 +1,30 @@
+"""The local collector: a Segment-compatible Tracking API server that stores events in SQLite.
+
+Needs the `collector` extra (`pip install 'trackline[collector]'`); importing `trackline`
+alone never imports it.
+
+```python
+from trackline.collector import serve
+
+with serve("events.sqlite3") as collector:      # a free port on 127.0.0.1
+    client = trackline.Client("KEY", host=collector.url)
+```
+"""
+
+from __future__ import annotations
+
+from trackline.collector.access import OpenBindError
+from trackline.collector.app import create_app
+from trackline.collector.server import RunningCollector, run, serve, start
+from trackline.collector.storage import Storage, StorageError
+
+__all__ = [
+    "OpenBindError",
+    "RunningCollector",
+    "Storage",
+    "StorageError",
+    "create_app",
+    "run",
+    "serve",
+    "start",
+]

@@ -1,0 +1,390 @@
+"""Turn a Tracking API request body into rows to store: read under limits, decode, validate
+each message, enrich it. Pure functions and values, no I/O, so every rule is testable alone.
+
+A whole request is refused (`RequestRejected`) only when nothing in it can be trusted: a body
+over the size limit, bytes that are not JSON, an envelope of the wrong shape. Anything wrong
+with one message rejects that message alone (`Rejection`), so one bad event never costs the
+rest of its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import uuid
+import zlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+#: Request body limit, counted after gzip inflation: Segment's 500 KB.
+MAX_REQUEST_BYTES: Final = 512_000
+#: Limit of one message's compact JSON encoding: Segment's 32 KB.
+MAX_MESSAGE_BYTES: Final = 32_768
+#: Most messages one batch may carry.
+MAX_BATCH_MESSAGES: Final = 2500
+#: A messageId must be shorter than 100 characters.
+MAX_MESSAGE_ID_CHARS: Final = 99
+
+MESSAGE_TYPES: Final = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+_OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
+_STRING_FIELDS: Final = (
+    "userId",
+    "anonymousId",
+    "event",
+    "name",
+    "category",
+    "groupId",
+    "previousId",
+)
+_TIMESTAMP_FIELDS: Final = ("timestamp", "sentAt")
+
+
+class RequestRejected(Exception):
+    """The whole request is refused with `status`; `code` and `message` go in the JSON answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _too_large(limit: int) -> RequestRejected:
+    return RequestRejected(
+        413, "body_too_large", f"the request body is over {limit} bytes (after decompression)"
+    )
+
+
+def is_gzip(content_encoding: str | None) -> bool:
+    """Whether the body is gzip; raises 415 for an encoding the collector cannot read."""
+    value = (content_encoding or "").strip().lower()
+    if value in ("", "identity"):
+        return False
+    if value in ("gzip", "x-gzip"):
+        return True
+    raise RequestRejected(
+        415, "unsupported_encoding", f"Content-Encoding {value!r} is not supported: send gzip"
+    )
+
+
+class BodyReader:
+    """Collects a request body chunk by chunk and stops as soon as it passes the limit.
+
+    gzip is inflated as it arrives, never more than the bytes still allowed at a time
+    (`max_length`), so a small compressed bomb is cut off after `limit` bytes with flat memory.
+    The compressed bytes are capped at the same limit: a stream of empty deflate blocks would
+    otherwise be endless while inflating to nothing.
+    """
+
+    def __init__(self, *, gzip: bool, limit: int = MAX_REQUEST_BYTES) -> None:
+        self._limit = limit
+        self._received = 0
+        self._size = 0
+        self._parts: list[bytes] = []
+        self._inflater: Any = zlib.decompressobj(wbits=31) if gzip else None
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk; raises 413 past the limit and 400 on corrupt gzip."""
+        self._received += len(chunk)
+        if self._received > self._limit:
+            raise _too_large(self._limit)
+        if self._inflater is None:
+            self._size = self._received
+            self._parts.append(chunk)
+            return
+        data = chunk
+        try:
+            while data:
+                if self._inflater.eof:
+                    # Concatenated gzip members are valid gzip (RFC 1952 2.2).
+                    self._inflater = zlib.decompressobj(wbits=31)
+                out = self._inflater.decompress(data, self._limit - self._size + 1)
+                self._size += len(out)
+                if self._size > self._limit:
+                    raise _too_large(self._limit)
+                self._parts.append(out)
+                data = self._inflater.unconsumed_tail or self._inflater.unused_data
+        except zlib.error as exc:
+            raise RequestRejected(400, "invalid_gzip", f"the gzip body is corrupt: {exc}") from exc
+
+    def finish(self) -> bytes:
+        """The whole (inflated) body; raises 400 when a gzip stream stopped in the middle."""
+        if self._inflater is not None and self._received and not self._inflater.eof:
+            raise RequestRejected(400, "invalid_gzip", "the gzip body is truncated")
+        return b"".join(self._parts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded request: its messages (not yet validated) and the fields around them."""
+
+    messages: list[Any]
+    write_key: str | None = None
+    sent_at: datetime | None = None
+    context: Mapping[str, Any] | None = None
+    integrations: Mapping[str, Any] | None = None
+    #: The type a single-message route (`/v1/track`, ...) implies; None for batches.
+    route_type: str | None = None
+
+
+class _Unrepresentable:
+    """Stands in for a JSON number no double can hold, so the message carrying it is rejected."""
+
+
+def _parse_float(text: str) -> float | _Unrepresentable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unrepresentable()
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a body; raises 400 `invalid_json` naming the problem.
+
+    orjson refuses lone surrogates and numbers beyond a double for the whole document. The
+    standard parser accepts them, so the body is decoded again with it: a message holding such
+    a value is then rejected alone when it is encoded, instead of its whole batch.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as first:
+        try:
+            return json.loads(body, parse_float=_parse_float, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            raise RequestRejected(400, "invalid_json", f"the body is not JSON: {first}") from None
+
+
+def _envelope_field(body: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    value = body.get(name)
+    if value is None or isinstance(value, dict):
+        return value
+    raise RequestRejected(400, "invalid_field", f"{name} must be an object")
+
+
+def _envelope_sent_at(body: Mapping[str, Any]) -> datetime | None:
+    try:
+        return parse_timestamp(body.get("sentAt"))
+    except ValueError as exc:
+        raise RequestRejected(400, "invalid_timestamp", f"sentAt: {exc}") from None
+
+
+def _envelope_write_key(body: Mapping[str, Any]) -> str | None:
+    key = body.get("writeKey")
+    return key if isinstance(key, str) else None
+
+
+def parse_batch(body: bytes) -> Envelope:
+    """Decode a `/v1/batch` (or `/v1/import`) body: `{"batch": [...], "sentAt": ..., ...}`."""
+    document = decode_json(body)
+    if not isinstance(document, dict):
+        raise RequestRejected(400, "not_an_object", "the body must be a JSON object")
+    messages = document.get("batch")
+    if not isinstance(messages, list):
+        raise RequestRejected(400, "batch_not_a_list", '"batch" must be a list of messages')
+    if len(messages) > MAX_BATCH_MESSAGES:
+        raise RequestRejected(
+            400,
+            "too_many_messages",
+            f"a batch holds at most {MAX_BATCH_MESSAGES} messages, this one has {len(messages)}",
+        )
+    return Envelope(
+        messages=messages,
+        write_key=_envelope_write_key(document),
+        sent_at=_envelope_sent_at(document),
+        context=_envelope_field(document, "context"),
+        integrations=_envelope_field(document, "integrations"),
+    )
+
+
+def parse_single(body: bytes, route_type: str) -> Envelope:
+    """Decode a single-message body (`/v1/track`, ...): the message itself, with `writeKey`."""
+    document = decode_json(body)
+    if not isinstance(document, dict):
+        raise RequestRejected(400, "not_an_object", "the body must be a JSON object")
+    return Envelope(
+        messages=[document], write_key=_envelope_write_key(document), route_type=route_type
+    )
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """An ISO 8601 timestamp as an aware datetime (naive means UTC); None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be an ISO 8601 string, not {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 timestamp") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, milliseconds and `Z`: the one form every stored timestamp takes, so they sort."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+class Row(NamedTuple):
+    """One message ready to store: the indexed columns, then the enriched message's JSON."""
+
+    message_id: str
+    type: str
+    user_id: str | None
+    anonymous_id: str | None
+    #: The track event's name, or the page or screen name: what the event was about.
+    event: str | None
+    source: str
+    received_at: str
+    timestamp: str
+    body: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why the message at `index` of the request was not stored."""
+
+    index: int
+    code: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Processed:
+    """The outcome of validating a request's messages: rows to store and rejections."""
+
+    rows: list[Row]
+    rejections: list[Rejection]
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _nonempty(message: Mapping[str, Any], field: str) -> bool:
+    value = message.get(field)
+    return isinstance(value, str) and value != ""
+
+
+def _check(message: Any, route_type: str | None) -> str:
+    """The message's type; raises `_Invalid` for the first rule the message breaks."""
+    if not isinstance(message, dict):
+        raise _Invalid("not_an_object", "a message must be a JSON object")
+    kind = message.get("type")
+    if route_type is not None:
+        if kind is None:
+            kind = route_type
+        elif kind != route_type:
+            raise _Invalid("invalid_type", f"type {kind!r} sent to the {route_type} endpoint")
+    if kind not in MESSAGE_TYPES:
+        raise _Invalid("invalid_type", f"type must be one of {sorted(MESSAGE_TYPES)}, not {kind!r}")
+    for field in _STRING_FIELDS:
+        value = message.get(field)
+        if value is not None and not isinstance(value, str):
+            raise _Invalid("invalid_field", f"{field} must be a string")
+    for field in _OBJECT_FIELDS:
+        value = message.get(field)
+        if value is not None and not isinstance(value, dict):
+            raise _Invalid("invalid_field", f"{field} must be an object")
+    if kind == "alias":
+        if not _nonempty(message, "previousId"):
+            raise _Invalid("missing_previous_id", "an alias needs previousId")
+        if not _nonempty(message, "userId"):
+            raise _Invalid("missing_user_id", "an alias needs userId")
+    elif not (_nonempty(message, "userId") or _nonempty(message, "anonymousId")):
+        raise _Invalid("no_user_anon_id", "a message needs userId or anonymousId")
+    if kind == "track" and not _nonempty(message, "event"):
+        raise _Invalid("missing_event", "a track message needs a non-empty event")
+    if kind == "group" and not _nonempty(message, "groupId"):
+        raise _Invalid("missing_group_id", "a group message needs groupId")
+    message_id = message.get("messageId")
+    if message_id is not None and (
+        not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID_CHARS
+    ):
+        raise _Invalid(
+            "invalid_message_id",
+            f"messageId must be a non-empty string under {MAX_MESSAGE_ID_CHARS + 1} characters",
+        )
+    return str(kind)
+
+
+def _merged(outer: Mapping[str, Any] | None, inner: Any) -> Any:
+    if not outer:
+        return inner
+    return {**outer, **inner} if inner else dict(outer)
+
+
+def _enrich(
+    message: Any, envelope: Envelope, source: str, received_at: datetime, received: str
+) -> Row:
+    """Validate `message` and build its row; raises `_Invalid`."""
+    kind = _check(message, envelope.route_type)
+    try:
+        stamps = {field: parse_timestamp(message.get(field)) for field in _TIMESTAMP_FIELDS}
+    except ValueError as exc:
+        raise _Invalid("invalid_timestamp", str(exc)) from None
+    enriched = {key: value for key, value in message.items() if key != "writeKey"}
+    enriched["type"] = kind
+    message_id = message.get("messageId") or str(uuid.uuid4())
+    enriched["messageId"] = message_id
+    if envelope.context:
+        enriched["context"] = _merged(envelope.context, message.get("context"))
+    if envelope.integrations:
+        enriched["integrations"] = _merged(envelope.integrations, message.get("integrations"))
+    original, sent_at = stamps["timestamp"], stamps["sentAt"] or envelope.sent_at
+    timestamp = original or received_at
+    if original is not None:
+        enriched["originalTimestamp"] = format_timestamp(original)
+        if sent_at is not None:
+            # Segment's clock skew correction: the client's clock error is sentAt - receivedAt.
+            try:
+                timestamp = received_at - (sent_at - original)
+            except OverflowError:
+                timestamp = original
+    if sent_at is not None:
+        enriched["sentAt"] = format_timestamp(sent_at)
+    enriched["timestamp"] = stamp = format_timestamp(timestamp)
+    enriched["receivedAt"] = received
+    try:
+        body = orjson.dumps(enriched)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise _Invalid("invalid_value", f"a value cannot be stored as JSON: {exc}") from None
+    # Enrichment only adds to a message (writeKey aside), so a stored form within the limit
+    # proves the message as sent was within it; only a large one is measured again.
+    if len(body) > MAX_MESSAGE_BYTES:
+        sent = {key: value for key, value in message.items() if key != "writeKey"}
+        if len(orjson.dumps(sent)) > MAX_MESSAGE_BYTES:
+            raise _Invalid("message_too_large", f"the message is over {MAX_MESSAGE_BYTES} bytes")
+    name = message.get("event") if kind == "track" else message.get("name")
+    return Row(
+        message_id=message_id,
+        type=kind,
+        user_id=message.get("userId") or None,
+        anonymous_id=message.get("anonymousId") or None,
+        event=name or None,
+        source=source,
+        received_at=received,
+        timestamp=stamp,
+        body=body.decode(),
+    )
+
+
+def process(envelope: Envelope, *, source: str, received_at: datetime) -> Processed:
+    """Validate and enrich every message of a request, keeping their order."""
+    received = format_timestamp(received_at)
+    rows: list[Row] = []
+    rejections: list[Rejection] = []
+    for index, message in enumerate(envelope.messages):
+        try:
+            rows.append(_enrich(message, envelope, source, received_at, received))
+        except _Invalid as exc:
+            rejections.append(Rejection(index, exc.code, exc.message))
+    return Processed(rows, rejections)

@@ -1,0 +1,520 @@
+"""The collector's SQLite store: one writer thread with group commit, readers on their own
+connections.
+
+Why one writer that groups requests: SQLite takes one writer at a time, and a commit costs far
+more than a row, so the writer takes every request waiting when it is free and commits them in
+one transaction. Under load the groups grow by themselves, which keeps the store ahead of the
+HTTP side. Each group is written with as few SQLite calls as possible, because every call
+releases the GIL and must win it back from the busy event loop thread: rows go in through
+multi-row `INSERT` statements, not one call per row.
+
+A request is answered 200 only after its group committed (WAL, so a committed group survives
+a killed process); if the commit fails, every request of the group fails and nothing of it is
+stored, and the next group simply tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import itertools
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from trackline.collector.ingest import Row
+from trackline.collector.live import EventHub, LiveEvent
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+#: Rows per group commit at most, which bounds how long one transaction holds the write lock.
+MAX_GROUP_ROWS: Final = 20_000
+#: Rows per INSERT statement at most (SQLite also caps the number of parameters).
+MAX_ROWS_PER_STATEMENT: Final = 2000
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    user_id TEXT,
+    anonymous_id TEXT,
+    event TEXT,
+    source TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_type ON events (type);
+CREATE INDEX IF NOT EXISTS events_user_id ON events (user_id) WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_anonymous_id ON events (anonymous_id)
+    WHERE anonymous_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_event ON events (event) WHERE event IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
+CREATE TABLE IF NOT EXISTS event_counts (
+    type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (type, source)
+) WITHOUT ROWID;
+-- Counting in a trigger keeps /api/stats O(1) and exact: an ignored duplicate fires nothing.
+CREATE TRIGGER IF NOT EXISTS events_counted AFTER INSERT ON events BEGIN
+    INSERT INTO event_counts (type, source, n) VALUES (NEW.type, NEW.source, 1)
+    ON CONFLICT (type, source) DO UPDATE SET n = n + 1;
+END;
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    duplicates INTEGER NOT NULL,
+    rejected INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals (id, duplicates, rejected) VALUES (1, 0, 0);
+"""
+
+_COLUMNS: Final = ", ".join(Row._fields)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(" + ",".join("?" * len(Row._fields)) + ")"] * rows)
+    return f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES {values}"
+
+
+class StorageError(Exception):
+    """The store cannot take writes right now (locked, full, failing disk, closed)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteResult:
+    """How a request's rows fared: stored now, or already stored before (same messageId)."""
+
+    accepted: int
+    duplicates: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Filters of `GET /api/events`; `since` is a timestamp in the stored form."""
+
+    type: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    event: str | None = None
+    q: str | None = None
+    since: str | None = None
+    limit: int = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stats:
+    """Totals for `GET /api/stats`."""
+
+    events: int
+    by_type: dict[str, int]
+    by_source: dict[str, int]
+    duplicates: int
+    rejected: int
+
+
+@dataclasses.dataclass(slots=True)
+class _Write:
+    rows: Sequence[Row]
+    rejected: int
+    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+    loop: asyncio.AbstractEventLoop | None
+
+
+@dataclasses.dataclass(slots=True)
+class _Clear:
+    future: concurrent.futures.Future[Any]
+
+
+_STOP: Final = object()
+
+
+class Storage:
+    """An event store in one SQLite file; safe to use from any thread, `close()` idempotent.
+
+    `lock_timeout` is how long a commit waits for a lock another connection holds before the
+    write fails (and the request gets 503). `fsync=True` makes each commit survive power loss
+    (synchronous=FULL); by default a commit survives a killed process, not a power cut.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lock_timeout: float = 5.0,
+        fsync: bool = False,
+        hub: EventHub | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.hub = hub if hub is not None else EventHub()
+        self._lock_timeout = lock_timeout
+        self._fsync = fsync
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._pending_lock = threading.Lock()
+        self._pending_rows = 0
+        self._closed = False
+        self._healthy = True
+        self._conn: sqlite3.Connection | None = None
+        self._conn = self._connect(create=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"trackline-storage:{self.path.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._lock_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            if create:
+                conn.execute("PRAGMA page_size = 32768")  # applies to a new file only
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StorageError(
+                        f"{self.path} was written by a newer trackline (schema {version})"
+                    )
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync else 'NORMAL'}")
+            conn.execute("PRAGMA cache_size = -32768")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageError(f"cannot use {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived read-only connection: WAL lets it read while the writer writes."""
+        conn = sqlite3.connect(self.path, timeout=self._lock_timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            yield conn
+        finally:
+            conn.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows handed to the writer and not yet committed or failed."""
+        return self._pending_rows
+
+    @property
+    def healthy(self) -> bool:
+        """False when the last write failed (until one succeeds) or the store is closed."""
+        return self._healthy and not self._closed
+
+    def _enqueue(self, item: _Write | _Clear) -> None:
+        if self._closed:
+            raise StorageError("the store is closed")
+        if isinstance(item, _Write):
+            with self._pending_lock:
+                self._pending_rows += len(item.rows)
+        self._queue.put(item)
+
+    def submit(self, rows: Sequence[Row], rejected: int = 0) -> asyncio.Future[WriteResult]:
+        """Write `rows` and count `rejected` messages, from a coroutine: await the result.
+
+        The future fails with `StorageError` when the commit failed; nothing was stored then.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[WriteResult] = loop.create_future()
+        try:
+            self._enqueue(_Write(rows, rejected, future, loop))
+        except StorageError as exc:
+            future.set_exception(exc)
+        return future
+
+    def write(
+        self, rows: Sequence[Row], rejected: int = 0, timeout: float | None = None
+    ) -> WriteResult:
+        """Write `rows` from a plain thread and wait for the commit; raises `StorageError`."""
+        future: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
+        self._enqueue(_Write(rows, rejected, future, None))
+        return future.result(timeout)
+
+    def clear(self, timeout: float | None = None) -> int:
+        """Delete every event and reset the counters; returns how many events there were."""
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._enqueue(_Clear(future))
+        return future.result(timeout)
+
+    def _run(self) -> None:
+        carry: object = None
+        while True:
+            item = carry if carry is not None else self._queue.get()
+            carry = None
+            if item is _STOP:
+                break
+            if isinstance(item, _Clear):
+                self._clear(item)
+                continue
+            assert isinstance(item, _Write)
+            group = [item]
+            size = len(item.rows)
+            while size < MAX_GROUP_ROWS:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(following, _Write):
+                    carry = following
+                    break
+                group.append(following)
+                size += len(following.rows)
+            self._write_group(group)
+        # A request that slipped in while closing must not wait forever.
+        closed = StorageError("the store is closed")
+        while True:
+            try:
+                late = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(late, _Write):
+                self._settle([late], [closed])
+            elif isinstance(late, _Clear):
+                _resolve(late.future, closed)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        """Roll back after a failure; a connection that cannot even do that is reopened."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()
+            self._conn = None
+
+    def _write_group(self, group: list[_Write]) -> None:
+        outcomes: list[WriteResult | BaseException]
+        try:
+            outcomes = list(self._commit(group))
+            self._healthy = True
+        except (sqlite3.Error, StorageError) as exc:
+            self._healthy = False
+            logger.warning("storage write failed (%d requests answered 503): %s", len(group), exc)
+            error = StorageError(f"storage unavailable: {exc}")
+            outcomes = [error] * len(group)
+        except Exception as exc:
+            self._healthy = False
+            logger.exception("unexpected storage failure")
+            outcomes = [StorageError(f"storage failure: {exc!r}")] * len(group)
+        with self._pending_lock:
+            self._pending_rows -= sum(len(item.rows) for item in group)
+        self._settle(group, outcomes)
+
+    def _commit(self, group: list[_Write]) -> list[WriteResult]:
+        conn = self._writer()
+        rows = [row for item in group for row in item.rows]
+        live: list[LiveEvent] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            inserted = 0
+            for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+                part = rows[start : start + MAX_ROWS_PER_STATEMENT]
+                cursor = conn.execute(_insert_sql(len(part)), list(itertools.chain(*part)))
+                inserted += cursor.rowcount
+            duplicates = len(rows) - inserted
+            rejected = sum(item.rejected for item in group)
+            if duplicates or rejected:
+                conn.execute(
+                    "UPDATE totals SET duplicates = duplicates + ?, rejected = rejected + ?",
+                    (duplicates, rejected),
+                )
+            new_ids: set[str] | None = None
+            if duplicates and inserted and len(group) > 1:
+                new_ids = set(self._newest(conn, "message_id", inserted))
+            if inserted and self.hub.has_subscribers:
+                first = conn.execute("SELECT max(id) FROM events").fetchone()[0] - inserted + 1
+                bodies = self._newest(conn, "body", inserted)
+                live = [LiveEvent(first + n, body) for n, body in enumerate(bodies)]
+            conn.execute("COMMIT")
+        except BaseException:
+            self._abort(conn)
+            raise
+        if live:
+            self.hub.publish(live)
+        if len(group) == 1:
+            return [WriteResult(inserted, duplicates)]
+        if not duplicates:
+            return [WriteResult(len(item.rows), 0) for item in group]
+        return _attribute(group, new_ids or set())
+
+    @staticmethod
+    def _newest(conn: sqlite3.Connection, column: str, count: int) -> list[str]:
+        """`column` of the last `count` rows, oldest first, in one call (not one per row).
+
+        New rows of this transaction are exactly the newest ones: the writer holds the write
+        lock and SQLite gives each row the next rowid.
+        """
+        (text,) = conn.execute(
+            f"SELECT json_group_array({column}) FROM "
+            "(SELECT id, " + column + " FROM events "
+            "WHERE id > (SELECT max(id) FROM events) - ? ORDER BY id)",
+            (count,),
+        ).fetchone()
+        values: list[str] = orjson.loads(text)
+        return values
+
+    def _clear(self, item: _Clear) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        try:
+            conn = self._writer()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                (count,) = conn.execute("SELECT coalesce(sum(n), 0) FROM event_counts").fetchone()
+                conn.execute("DELETE FROM events")
+                conn.execute("DELETE FROM event_counts")
+                conn.execute("UPDATE totals SET duplicates = 0, rejected = 0")
+                conn.execute("COMMIT")
+            except BaseException:
+                self._abort(conn)
+                raise
+        except (sqlite3.Error, StorageError) as exc:
+            item.future.set_exception(StorageError(f"storage unavailable: {exc}"))
+        else:
+            item.future.set_result(count)
+
+    @staticmethod
+    def _settle(group: list[_Write], outcomes: Sequence[WriteResult | BaseException]) -> None:
+        """Hand results back; one wake-up per event loop, not one per request."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+        for item, outcome in zip(group, outcomes, strict=True):
+            if item.loop is None:
+                _resolve(item.future, outcome)
+            else:
+                by_loop.setdefault(item.loop, []).append((item.future, outcome))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve_all, settled)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def events(self, query: EventQuery) -> bytes:
+        """Stored messages matching `query`, newest first, as one JSON array."""
+        clauses: list[str] = []
+        params: list[object] = []
+        for column in ("type", "user_id", "anonymous_id", "event"):
+            value = getattr(query, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.since is not None:
+            clauses.append("received_at >= ?")
+            params.append(query.since)
+        if query.q:
+            escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("body LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        # One aggregated row instead of one fetch per event (see the module docstring).
+        sql = (
+            "SELECT '[' || coalesce(group_concat(body, ','), '') || ']' FROM "
+            f"(SELECT body FROM events {where} ORDER BY id DESC LIMIT ?)"
+        )
+        with self._reader() as conn:
+            (text,) = conn.execute(sql, (*params, query.limit)).fetchone()
+        return str(text).encode()
+
+    def event(self, message_id: str) -> bytes | None:
+        """The stored message with `message_id`, or None."""
+        with self._reader() as conn:
+            found = conn.execute(
+                "SELECT body FROM events WHERE message_id = ?", (message_id,)
+            ).fetchone()
+        return None if found is None else str(found[0]).encode()
+
+    def stats(self) -> Stats:
+        """Totals by type and by source, and the duplicate and rejected counts."""
+        with self._reader() as conn:
+            counts = conn.execute("SELECT type, source, n FROM event_counts").fetchall()
+            duplicates, rejected = conn.execute(
+                "SELECT duplicates, rejected FROM totals"
+            ).fetchone()
+        by_type: dict[str, int] = {}
+        by_source: dict[str, int] = {}
+        for kind, source, n in counts:
+            by_type[kind] = by_type.get(kind, 0) + n
+            by_source[source] = by_source.get(source, 0) + n
+        return Stats(sum(by_type.values()), by_type, by_source, duplicates, rejected)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write what is queued, then stop the writer and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("storage writer still busy after %s s; leaving it", timeout)
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Storage({str(self.path)!r})"
+
+
+def _resolve(future: Any, outcome: WriteResult | BaseException) -> None:
+    if future.done():  # the waiter gave up (timeout or cancelled)
+        return
+    if isinstance(future, concurrent.futures.Future) and not future.set_running_or_notify_cancel():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _resolve_all(settled: list[tuple[Any, Any]]) -> None:
+    for future, outcome in settled:
+        _resolve(future, outcome)
+
+
+def _attribute(group: list[_Write], new_ids: set[str]) -> list[WriteResult]:
+    """Credit each newly stored row to the first request in the group that carried it."""
+    results = []
+    for item in group:
+        accepted = 0
+        for row in item.rows:
+            if row.message_id in new_ids:
+                new_ids.discard(row.message_id)
+                accepted += 1
+        results.append(WriteResult(accepted, len(item.rows) - accepted))
+    return results

@@ -1,0 +1,215 @@
+"""The SQLite store on its own: group commit, dedupe, counters, reads, failure and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.collector.conftest import message
+from trackline.collector.ingest import Envelope, Row, process
+from trackline.collector.live import LiveEvent
+from trackline.collector.storage import EventQuery, Storage, StorageError, WriteResult
+
+
+def rows(*numbers: int, source: str = "key", **fields: object) -> list[Row]:
+    envelope = Envelope([message(n, **fields) for n in numbers])
+    received = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    return process(envelope, source=source, received_at=received).rows
+
+
+@pytest.fixture
+def storage(db_path: Path) -> Storage:
+    with Storage(db_path, lock_timeout=0.1) as opened:
+        yield opened  # type: ignore[misc]
+
+
+def test_rows_are_stored_once(storage: Storage) -> None:
+    """A messageId seen before is counted as a duplicate and not stored again."""
+    assert storage.write(rows(1, 2)) == WriteResult(accepted=2, duplicates=0)
+    assert storage.write(rows(2, 3)) == WriteResult(accepted=1, duplicates=1)
+    assert storage.write(rows(4, 4)) == WriteResult(accepted=1, duplicates=1)
+    assert storage.stats().events == 4
+    assert storage.stats().duplicates == 2
+
+
+def test_concurrent_requests_share_a_commit_and_keep_their_own_counts(storage: Storage) -> None:
+    """Requests grouped into one transaction each get their own accepted/duplicate counts;
+    a messageId carried by two of them is credited to the first."""
+
+    async def post_all() -> list[WriteResult]:
+        futures = [
+            storage.submit(rows(1, 2)),
+            storage.submit(rows(2, 3), rejected=2),
+            storage.submit(rows(4)),
+        ]
+        return list(await asyncio.gather(*futures))
+
+    assert asyncio.run(post_all()) == [
+        WriteResult(2, 0),
+        WriteResult(1, 1),
+        WriteResult(1, 0),
+    ]
+    stats = storage.stats()
+    assert (stats.events, stats.duplicates, stats.rejected) == (4, 1, 2)
+
+
+def test_stats_count_by_type_and_source(storage: Storage) -> None:
+    """/api/stats counts come from the stored rows, by type and by write key."""
+    storage.write(rows(1, 2, source="a"))
+    storage.write(rows(3, source="b", type="identify", event=None))
+    stats = storage.stats()
+    assert stats.by_type == {"track": 2, "identify": 1}
+    assert stats.by_source == {"a": 2, "b": 1}
+
+
+def test_events_are_newest_first_and_filtered(storage: Storage) -> None:
+    """Filters combine; results come newest first up to the limit."""
+    storage.write(rows(1, 2, 3))
+    storage.write(rows(4, event="Signed Up"))
+    storage.write(rows(5, anonymousId="anon-5", properties={"plan": "100%_pro"}))
+
+    def ids(**filters: object) -> list[str]:
+        found = orjson.loads(storage.events(EventQuery(**filters)))  # type: ignore[arg-type]
+        return [event["messageId"] for event in found]
+
+    assert ids() == [f"message-{n}" for n in (5, 4, 3, 2, 1)]
+    assert ids(limit=2) == ["message-5", "message-4"]
+    assert ids(event="Signed Up") == ["message-4"]
+    assert ids(user_id="user-2") == ["message-2"]
+    assert ids(anonymous_id="anon-5") == ["message-5"]
+    assert ids(type="identify") == []
+    assert ids(q="100%_PRO") == ["message-5"]
+    assert ids(q="%") == ["message-5"]
+    assert ids(since="2026-11-28T15:00:00.000Z", user_id="user-1") == ["message-1"]
+    assert ids(since="2026-11-28T15:00:00.001Z") == []
+
+
+def test_one_event_by_message_id(storage: Storage) -> None:
+    """A stored message is found by its id, with its enrichment."""
+    storage.write(rows(1))
+    found = storage.event("message-1")
+    assert found is not None
+    assert orjson.loads(found)["receivedAt"] == "2026-11-28T15:00:00.000Z"
+    assert storage.event("missing") is None
+
+
+def test_clear_empties_the_store_and_the_counters(storage: Storage) -> None:
+    """clear() deletes every event, resets counts, and dedupe starts over."""
+    storage.write(rows(1, 1, 2), rejected=3)
+    assert storage.clear() == 2
+    stats = storage.stats()
+    assert (stats.events, stats.duplicates, stats.rejected, stats.by_type) == (0, 0, 0, {})
+    assert storage.write(rows(1)) == WriteResult(1, 0)
+
+
+def test_reopening_keeps_events_counters_and_dedupe(db_path: Path) -> None:
+    """Everything lives in the file: a new Storage on it continues where the last one stopped."""
+    with Storage(db_path) as first:
+        first.write(rows(1, 2), rejected=1)
+    with Storage(db_path) as second:
+        assert second.write(rows(2, 3)) == WriteResult(1, 1)
+        stats = second.stats()
+    assert (stats.events, stats.duplicates, stats.rejected) == (3, 1, 1)
+
+
+def test_locked_database_fails_the_write_then_recovers(storage: Storage, db_path: Path) -> None:
+    """While another connection holds the write lock, writes fail with StorageError and store
+    nothing; once it lets go, the next write succeeds without reopening anything."""
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageError, match="locked"):
+            storage.write(rows(1))
+        assert not storage.healthy
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert storage.stats().events == 0
+    assert storage.write(rows(1)) == WriteResult(1, 0)
+    assert storage.healthy
+
+
+def test_closed_store_refuses_writes(db_path: Path) -> None:
+    """After close() a write fails at once instead of waiting forever; close() is idempotent."""
+    storage = Storage(db_path)
+    storage.close()
+    storage.close()
+    with pytest.raises(StorageError, match="closed"):
+        storage.write(rows(1))
+
+
+def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    """A file written by a newer trackline is not touched."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StorageError, match="newer"):
+        Storage(db_path)
+
+
+def test_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
+    """A file that is not SQLite gives a clear StorageError at open."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are not the pages you are looking for" * 100)
+    with pytest.raises(StorageError):
+        Storage(path)
+
+
+def test_wal_mode(storage: Storage, db_path: Path) -> None:
+    """The file is in WAL mode, so readers never wait for the writer."""
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_subscribers_get_newly_stored_events(storage: Storage) -> None:
+    """A live subscriber receives each newly stored event once, with increasing ids;
+    duplicates are not published again."""
+
+    async def scenario() -> list[LiveEvent]:
+        subscription = storage.hub.subscribe()
+        await storage.submit(rows(1, 2))
+        await storage.submit(rows(2, 3))
+        received: list[LiveEvent] = []
+        while len(received) < 3:
+            news = await subscription.next(timeout=2.0)
+            assert isinstance(news, list)
+            assert news
+            received += news
+        subscription.close()
+        return received
+
+    received = asyncio.run(scenario())
+    assert [orjson.loads(event.body)["messageId"] for event in received] == [
+        "message-1",
+        "message-2",
+        "message-3",
+    ]
+    assert [event.id for event in received] == sorted({event.id for event in received})
+
+
+def test_requests_waiting_together_are_committed_together(db_path: Path) -> None:
+    """Requests that queue up while the writer waits are written in one group, and a messageId
+    two of them carry is credited to the first (the second counts it as a duplicate)."""
+    with Storage(db_path, lock_timeout=5.0) as storage:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+
+        async def scenario() -> list[WriteResult]:
+            first = storage.submit(rows(1))
+            await asyncio.sleep(0.05)  # the writer now waits for the lock with `first`
+            queued = [storage.submit(rows(5, 6)), storage.submit(rows(6, 7))]
+            await asyncio.sleep(0.05)
+            other.execute("ROLLBACK")
+            return list(await asyncio.gather(first, *queued))
+
+        try:
+            results = asyncio.run(scenario())
+        finally:
+            other.close()
+    assert results == [WriteResult(1, 0), WriteResult(2, 0), WriteResult(1, 1)]
