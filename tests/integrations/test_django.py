@@ -62,6 +62,23 @@ def test_async_and_sync_views_under_asgi_carry_context(
     assert events["Django Hit"]["page"]["path"] == "/hit/caf%C3%A9"
 
 
+def test_streamed_bodies_keep_the_context(
+    capture: CaptureServer, settings_for: dict[str, Any]
+) -> None:
+    """A StreamingHttpResponse is iterated by the server after the middleware returned; events
+    tracked while it is generated still carry the request's context, under WSGI (sync body)
+    and ASGI (async body)."""
+    with override_settings(**settings_for):
+        with serve_wsgi(django_app.make_application()) as url:
+            assert fetch(f"{url}/stream", {"User-Agent": "wsgi-agent"}) == (200, b"id\n1\n")
+        with serve_asgi(django_app.make_asgi_application()) as url:
+            assert fetch(f"{url}/async-stream", {"User-Agent": "asgi-agent"})[1] == b"id\n1\n"
+    events = {e["event"]: e["context"] for e in delivered(capture)}
+    assert events["Export Streamed"]["userAgent"] == "wsgi-agent"
+    assert events["Export Streamed"]["page"]["path"] == "/stream"
+    assert events["Async Export Streamed"]["userAgent"] == "asgi-agent"
+
+
 def test_page_views_carry_the_logged_in_user(
     capture: CaptureServer, settings_for: dict[str, Any]
 ) -> None:

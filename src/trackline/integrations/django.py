@@ -19,6 +19,7 @@ logged-in user's primary key as `user_id` when `django.contrib.auth` is in use.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -51,20 +52,22 @@ class TracklineMiddleware:
         if self._async:
             return self._acall(request)
         info = self._describe(request)
-        token = enter(request_context(info))
+        values = request_context(info)
+        token = enter(values)
         try:
             response = self.get_response(request)
-            self._page_view(request, info, response)
+            self._finish(request, info, values, response)
             return response
         finally:
             leave(token)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         info = self._describe(request)
-        token = enter(request_context(info))
+        values = request_context(info)
+        token = enter(values)
         try:
             response = await self.get_response(request)
-            self._page_view(request, info, response)
+            self._finish(request, info, values, response)
             return response
         finally:
             leave(token)
@@ -73,11 +76,53 @@ class TracklineMiddleware:
         # request.scheme and request.path are right under WSGI and ASGI alike; META's are not.
         return from_environ(request.META, self._proxies, scheme=request.scheme, path=request.path)
 
-    def _page_view(self, request: HttpRequest, info: RequestInfo, response: Any) -> None:
-        if not self._pages.enabled:
+    def _finish(
+        self, request: HttpRequest, info: RequestInfo, values: dict[str, Any], response: Any
+    ) -> None:
+        """Make the page call, and keep the context for a streamed body, which the server
+        iterates after the middleware has returned."""
+        if getattr(response, "streaming", False):
+            content = response.streaming_content
+            if getattr(response, "is_async", False):
+                response.streaming_content = _async_chunks(content, values)
+            else:
+                response.streaming_content = _chunks(content, values)
+        if self._pages.enabled:
+            view = PageView(info, int(response.status_code), response.get("Content-Type"))
+            self._pages.record(view, user_id=_user_id(request))
+
+
+_END: Any = object()
+
+
+def _chunks(content: Iterable[bytes], values: Mapping[str, Any]) -> Iterator[bytes]:
+    """A streamed body whose chunks are produced inside the request's context."""
+    iterator = iter(content)
+    while True:
+        token = enter(values)
+        try:
+            chunk = next(iterator, _END)
+        finally:
+            leave(token)
+        if chunk is _END:
             return
-        view = PageView(info, int(response.status_code), response.get("Content-Type"))
-        self._pages.record(view, user_id=_user_id(request))
+        yield chunk
+
+
+async def _async_chunks(
+    content: AsyncIterable[bytes], values: Mapping[str, Any]
+) -> AsyncIterator[bytes]:
+    """`_chunks` for the async bodies Django streams under ASGI."""
+    iterator = aiter(content)
+    while True:
+        token = enter(values)
+        try:
+            chunk = await anext(iterator, _END)
+        finally:
+            leave(token)
+        if chunk is _END:
+            return
+        yield chunk
 
 
 def _user_id(request: HttpRequest) -> str | None:

@@ -13,12 +13,12 @@ import json
 import os
 import time
 import types
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import django
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
 
 import trackline
@@ -78,6 +78,24 @@ async def async_hit(request: HttpRequest) -> HttpResponse:
     return HttpResponse("async", content_type="text/plain")
 
 
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    def rows() -> Iterator[str]:
+        yield "id\n"
+        trackline.track("visitor", "Export Streamed")
+        yield "1\n"
+
+    return StreamingHttpResponse(rows(), content_type="text/csv")
+
+
+async def async_stream(request: HttpRequest) -> StreamingHttpResponse:
+    async def rows() -> AsyncIterator[str]:
+        yield "id\n"
+        trackline.track("visitor", "Async Export Streamed")
+        yield "1\n"
+
+    return StreamingHttpResponse(rows(), content_type="text/csv")
+
+
 def page(request: HttpRequest) -> HttpResponse:
     return HttpResponse("<h1>Django page</h1>")
 
@@ -86,6 +104,8 @@ urlpatterns = [
     path("hit/<str:name>", hit),
     path("async-hit", async_hit),
     path("page", page),
+    path("stream", stream),
+    path("async-stream", async_stream),
 ]
 
 
