@@ -1,5 +1,5 @@
 """A real gunicorn (`--preload`, two workers) serving the Flask and the Django test apps: every
-event reaches the server with its request's context, delivered at shutdown.
+event reaches the collector with its request's context, delivered at shutdown.
 
 `--preload` imports the app in the master, which initialises the default client and tracks an
 "App Loaded" event (starting a delivery thread) before forking: the classic way peers lose
@@ -17,12 +17,15 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.integrations.serving import fetch
-from tests.support.capture import CaptureServer
+from trackline.collector import RunningCollector, serve
+from trackline.collector.storage import EventQuery
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 APPS = {
@@ -62,16 +65,28 @@ def start_gunicorn(app: str, host: str, sock: socket.socket) -> subprocess.Popen
     )
 
 
+@pytest.fixture
+def collector(tmp_path: pathlib.Path) -> Iterator[RunningCollector]:
+    """The local collector, in this process, storing to a fresh SQLite file."""
+    with serve(tmp_path / "events.db") as running:
+        yield running
+
+
+def stored(collector: RunningCollector) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = orjson.loads(collector.storage.events(EventQuery(limit=1000)))
+    return events
+
+
 @pytest.mark.parametrize("app", sorted(APPS))
 def test_preloaded_workers_deliver_every_event_with_its_context(
-    app: str, capture: CaptureServer
+    app: str, collector: RunningCollector
 ) -> None:
     """Requests spread over two forked workers: each tracked event arrives once with the ip,
     userAgent and page of its request; the master's pre-fork event arrives once; nothing was
     sent before SIGTERM, so the exit flush in every process delivered it all."""
     with socket.create_server(("127.0.0.1", 0)) as sock:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        server = start_gunicorn(app, capture.url, sock)
+        server = start_gunicorn(app, collector.url, sock)
         try:
 
             def hit(i: int) -> int:
@@ -81,7 +96,7 @@ def test_preloaded_workers_deliver_every_event_with_its_context(
 
             with concurrent.futures.ThreadPoolExecutor(6) as pool:
                 worker_pids = set(pool.map(hit, range(REQUESTS)))
-            assert capture.delivered() == []
+            assert stored(collector) == []
             server.send_signal(signal.SIGTERM)
             _, stderr = server.communicate(timeout=20)
         finally:
@@ -92,9 +107,10 @@ def test_preloaded_workers_deliver_every_event_with_its_context(
     assert len(worker_pids) == 2
     assert server.pid not in worker_pids
 
-    events = capture.delivered()
-    assert len({e["messageId"] for e in events}) == len(events), "an event arrived twice"
-    assert {r.write_key for r in capture.requests} == {f"{app}-key"}
+    events = stored(collector)
+    stats = collector.storage.stats()
+    assert stats.duplicates == 0, "an event arrived twice"
+    assert stats.by_source == {f"{app}-key": REQUESTS + 1}
     [loaded] = [e for e in events if e["event"] == "App Loaded"]
     assert loaded["properties"]["pid"] == server.pid
     hits: dict[str, dict[str, Any]] = {
