@@ -231,6 +231,23 @@ def test_base_context_is_merged_under_the_calls_context() -> None:
     assert context["locale"] == "fr-FR"
 
 
+def test_call_context_adds_to_the_scopes_nested_keys() -> None:
+    """A call's `page` dict adds to the scope's `page` instead of replacing it."""
+    built = messages.build(
+        "track",
+        messages.track_fields("E", None),
+        user_id="u",
+        anonymous_id=None,
+        context={"page": {"title": "Home", "path": "/own"}},
+        integrations=None,
+        timestamp=None,
+        message_id=None,
+        base_context={"page": {"url": "http://x/a", "path": "/a"}},
+    )
+    page = decode(built)["context"]["page"]
+    assert page == {"url": "http://x/a", "path": "/own", "title": "Home"}
+
+
 class Color(enum.Enum):
     RED = "red"
 

@@ -170,8 +170,10 @@ def build(
     ctx = _mapping(context, "context")
     if ctx is None and base_context is None:
         full_context: Mapping[str, Any] = _LIBRARY_CONTEXT
+    elif base_context is None or ctx is None:
+        full_context = {**(base_context or ctx or {}), "library": LIBRARY}
     else:
-        full_context = {**(base_context or {}), **(ctx or {}), "library": LIBRARY}
+        full_context = _merge_context(base_context, ctx)
 
     message: dict[str, Any] = {
         "type": kind,
@@ -190,6 +192,20 @@ def build(
     if ints is not None:
         message["integrations"] = ints
     return mid, encode_message(message)
+
+
+def _merge_context(base: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """The call's context over the scope's, one level deep: `{"page": {"title": ...}}` from a
+    call adds a title to the request's page instead of replacing its url and path."""
+    merged = {**base}
+    for key, value in own.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = {**below, **value}
+        else:
+            merged[key] = value
+    merged["library"] = LIBRARY
+    return merged
 
 
 def track_fields(event: object, properties: object) -> dict[str, Any]:
