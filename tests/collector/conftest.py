@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import gzip as gzip_module
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,15 @@ def http(collector: RunningCollector) -> Iterator[Http]:
     assert client.request("DELETE", "/api/events").status == 200
     yield client
     client.pool.clear()
+
+
+def stored_ids(path: Path) -> set[str]:
+    """The messageIds in a collector's database file, read directly."""
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0] for row in conn.execute("SELECT message_id FROM events")}
+    finally:
+        conn.close()
 
 
 def message(n: int = 0, **fields: Any) -> dict[str, Any]:

@@ -346,7 +346,10 @@ class Storage:
                 inserted += cursor.rowcount
             duplicates = len(rows) - inserted
             rejected = sum(item.rejected for item in group)
-            if duplicates or rejected:
+            if not rows and not rejected:
+                # A health probe: prove a page can be written, not only that a lock is free.
+                conn.execute("UPDATE totals SET rejected = rejected")
+            elif duplicates or rejected:
                 conn.execute(
                     "UPDATE totals SET duplicates = duplicates + ?, rejected = rejected + ?",
                     (duplicates, rejected),
