@@ -243,13 +243,15 @@ def test_a_terminal_gets_a_bar_redrawn_in_place() -> None:
 
 
 def test_plain_output_gets_a_line_per_interval() -> None:
-    """Not a TTY: one full line every `interval` seconds, nothing in between."""
+    """Not a TTY: one full line every `interval` seconds, nothing in between, and no final
+    line (the summary follows)."""
     out = io.StringIO()
     clock = FakeClock()
     progress = Progress(out, "-", total_bytes=None, tty=False, interval=5, clock=clock)
     for _ in range(3):
         clock.now += 2
         progress.update(10, line=1, sent=1, rejected=0)
+    progress.update(10, line=2, sent=2, rejected=0, final=True)
     assert out.getvalue() == "-  line 1  sent 1  0 events/s\n"
 
 
@@ -268,7 +270,7 @@ def test_disabled_progress_prints_only_notes() -> None:
     """--no-progress: updates print nothing, bad lines are still reported."""
     out = io.StringIO()
     progress = Progress(out, "f", total_bytes=10, tty=False, interval=5, enabled=False)
-    progress.update(5, line=1, sent=1, rejected=0, force=True)
+    progress.update(5, line=1, sent=1, rejected=0, final=True)
     progress.note("f:1: bad")
     assert out.getvalue() == "f:1: bad\n"
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from trackline._version import __version__
 
 #: Subcommand modules, in the order `trackline --help` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "collector", "send", "importer")
+COMMANDS: tuple[str, ...] = ("demo", "collector", "send", "importer", "events")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,11 +46,12 @@ class Progress:
         self._drawn = False
 
     def update(
-        self, done_bytes: int, line: int, sent: int, rejected: int, *, force: bool = False
+        self, done_bytes: int, line: int, sent: int, rejected: int, *, final: bool = False
     ) -> None:
-        """Show the state if the interval has passed (or `force`)."""
+        """Show the state if the interval has passed. `final` draws the bar's last state at
+        once; a log gets no last line, since the summary that follows says it all."""
         now = self._clock()
-        if not self._enabled or (not force and now < self._next):
+        if not self._enabled or (final and not self._tty) or (not final and now < self._next):
             return
         self._next = now + self._interval
         text = self._describe(now, done_bytes, line, sent, rejected)

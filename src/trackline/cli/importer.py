@@ -226,7 +226,7 @@ def _import_one(
             with contextlib.suppress(KeyboardInterrupt, _Interrupted):
                 _wait_until_settled(client, outcome, progress, INTERRUPT_GRACE)
     outcome.seconds = time.monotonic() - started
-    _show(progress, outcome, force=True)
+    _show(progress, outcome, final=True)
     progress.close()
     if state is not None:
         if ledger.failed.total or ledger.pending or outcome.interrupted:
@@ -302,14 +302,14 @@ def _wait_until_settled(
             return
 
 
-def _show(progress: Progress, outcome: _Run, *, force: bool = False) -> None:
+def _show(progress: Progress, outcome: _Run, *, final: bool = False) -> None:
     """Update the progress; the input counts as done in the proportion of settled lines, so
     that the percentage and the ETA include the messages still queued."""
     ledger = outcome.ledger
     settled = ledger.sent + ledger.rejected.total + ledger.failed.total
     fraction = settled / outcome.records if outcome.records else 1.0
     done = outcome.start_bytes + round((outcome.read_bytes - outcome.start_bytes) * fraction)
-    progress.update(done, outcome.read_line, ledger.sent, ledger.rejected.total, force=force)
+    progress.update(done, outcome.read_line, ledger.sent, ledger.rejected.total, final=final)
 
 
 def _summarise(outcome: _Run, args: argparse.Namespace, source: str) -> int:

@@ -1,0 +1,72 @@
+"""The README's `trackline` command examples run as written against a local collector."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+from trackline.collector import serve
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+SECTION = "The `trackline` command"
+LOCAL = "http://127.0.0.1:8765"
+
+
+def shell_blocks() -> dict[str, str]:
+    """The ```sh block of each `###` subsection of the command's README section."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(SECTION)}\n(.*?)(?=^## )", text, re.S | re.M)
+    assert match, f"README has no section {SECTION!r}"
+    blocks: dict[str, str] = {}
+    for part in re.split(r"^### ", match.group(1), flags=re.M)[1:]:
+        title = part.splitlines()[0]
+        blocks[title] = "\n".join(re.findall(r"```sh\n(.*?)```", part, re.S))
+    return blocks
+
+
+def run_shell(script: str, cwd: pathlib.Path, host: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in `cwd` as a reader would after the section's `export` line."""
+    env = {
+        **os.environ,
+        "TRACKLINE_HOST": host,
+        "TRACKLINE_WRITE_KEY": "YOUR_WRITE_KEY",
+        "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace(LOCAL, host)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_command_examples_run_as_written(tmp_path: pathlib.Path) -> None:
+    """send prints five ids, import delivers both files (the second pass over standard input
+    is deduplicated), and events lists what the collector stored."""
+    blocks = shell_blocks()
+    with serve(tmp_path / "readme.sqlite3") as collector:
+        sent = run_shell(blocks["Send one message"], tmp_path, collector.url)
+        assert sent.returncode == 0, sent.stderr
+        assert len(sent.stdout.split()) == 5
+
+        imported = run_shell(blocks["Import historical events"], tmp_path, collector.url)
+        assert imported.returncode == 0, imported.stderr
+        assert "history.jsonl: 3 valid, 0 rejected" in imported.stdout
+        assert "history.jsonl: 3 sent, 0 rejected" in imported.stdout
+        assert "orders.csv: 2 sent, 0 rejected" in imported.stdout
+
+        shown = run_shell(blocks["Look at what a collector stored"], tmp_path, collector.url)
+        assert shown.returncode == 0, shown.stderr
+        everything, tracks = re.split(r"^TIME \(UTC\).*\n", shown.stdout, flags=re.M)[1:]
+        assert len(everything.splitlines()) == 10
+        assert [row.split()[4:6] for row in tracks.splitlines()] == [
+            ["Item", "Purchased"],
+            ["Order", "Completed"],
+        ]
+        assert (tmp_path / "found.jsonl").read_text().count("initech.com") == 1
