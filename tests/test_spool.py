@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import pathlib
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 import trackline
@@ -21,7 +24,10 @@ FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "flush_interval": 0.02}
 
 
 def spool_rows(directory: pathlib.Path) -> list[tuple[int, bytes]]:
-    """(seq, data) of every row in every spool file of `directory`, read by SQLite itself."""
+    """(seq, data) of every row in every spool file of `directory`, read by SQLite itself.
+
+    A live client holds its file exclusively, so this reads what processes that ended left.
+    """
     rows: list[tuple[int, bytes]] = []
     for path in sorted(directory.glob("spool-*.sqlite")):
         db = sqlite3.connect(path)
@@ -36,31 +42,74 @@ def assert_accounted(stats: trackline.Stats) -> None:
     assert stats.unaccounted == 0, stats
 
 
+def run_child(
+    spool: pathlib.Path, host: str, ids: pathlib.Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """Run tests/support/spool_child.py to its end; fails the test if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.spool_child", str(spool), host, str(ids), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def read_ids(path: pathlib.Path) -> list[str]:
+    """The ids a child process wrote, one per complete line."""
+    return path.read_text().split() if path.exists() else []
+
+
+def message_id(data: bytes) -> str:
+    return str(orjson.loads(data)["messageId"])
+
+
 def test_each_message_is_in_the_spool_file_when_the_call_returns(
-    tmp_path: pathlib.Path, capture: CaptureServer, make_client: MakeClient
+    tmp_path: pathlib.Path, capture: CaptureServer
 ) -> None:
-    """A returned call's message is a committed row another connection can read at once."""
+    """A process that ends abruptly right after its calls returned (no shutdown, no exit
+    hook, server down) leaves every one of those messages as a committed row."""
     capture.default = Reply(503)
-    client = make_client("k", host=capture.url, spool=tmp_path, flush_at=2500, **FAST)
-    for index in range(5):
-        message_id = client.track("u", "Committed", {"index": index})
-        assert message_id is not None
-        assert message_id.encode() in spool_rows(tmp_path)[-1][1]
-    assert len(spool_rows(tmp_path)) == 5
+    spool, ids = tmp_path / "spool", tmp_path / "ids"
+    run_child(spool, capture.url, ids, "--count", "40", "--crash")
+    rows = spool_rows(spool)
+    assert len(read_ids(ids)) == 40
+    assert [message_id(data) for _, data in rows] == read_ids(ids)
 
 
-def test_delivered_messages_are_deleted_and_an_empty_spool_leaves_no_file(
+def test_delivered_messages_are_deleted_from_the_file(
+    tmp_path: pathlib.Path, capture: CaptureServer
+) -> None:
+    """Once flush() returned, the delivered rows are gone from disk: a crash right then
+    leaves an empty spool file, and nothing is sent again by the next process."""
+    spool, ids = tmp_path / "spool", tmp_path / "ids"
+    run_child(spool, capture.url, ids, "--count", "250", "--flush", "--crash")
+    assert capture.delivered_ids() == read_ids(ids)
+    assert len(list(spool.glob("spool-*.sqlite"))) == 1
+    assert spool_rows(spool) == []
+
+
+def test_sync_mode_commits_then_sends_then_deletes(
+    tmp_path: pathlib.Path, capture: CaptureServer
+) -> None:
+    """With sync=True each call is spooled, sent on the calling thread and deleted on 2xx."""
+    spool, ids = tmp_path / "spool", tmp_path / "ids"
+    run_child(spool, capture.url, ids, "--count", "5", "--sync", "--crash")
+    assert capture.delivered_ids() == read_ids(ids)
+    assert len(read_ids(ids)) == 5
+    assert spool_rows(spool) == []
+
+
+def test_an_empty_spool_leaves_no_file_after_shutdown(
     tmp_path: pathlib.Path, capture: CaptureServer, make_client: MakeClient
 ) -> None:
-    """After a 2xx the rows are gone; a clean shutdown removes the emptied file and its lock."""
+    """A clean shutdown with everything delivered removes the spool file and its lock."""
     client = make_client("k", host=capture.url, spool=tmp_path, **FAST)
     ids = [client.track("u", "Sent", {"index": index}) for index in range(250)]
     assert client.flush(5)
     assert capture.delivered_ids() == ids
-    deadline = time.monotonic() + 5
-    while spool_rows(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert spool_rows(tmp_path) == []
     assert client.shutdown(5)
     assert sorted(os.listdir(tmp_path)) == []
     stats = client.stats
@@ -77,10 +126,10 @@ def test_shutdown_keeps_what_it_could_not_send_and_the_next_client_sends_it_firs
     first = make_client("k", host=capture.url, spool=tmp_path, **FAST)
     early = [first.track("u", "Early", {"index": index}) for index in range(120)]
     assert not first.shutdown(0.3)
+    assert len(spool_rows(tmp_path)) == 120
     stats = first.stats
     assert (stats.enqueued, stats.delivered, stats.queued, stats.in_flight) == (120, 0, 120, 0)
     assert stats.dropped == {}
-    assert len(spool_rows(tmp_path)) == 120
 
     capture.default = Reply(200)
     second = make_client("k", host=capture.url, spool=tmp_path, **FAST)
@@ -182,20 +231,6 @@ def test_messages_older_than_max_age_are_dropped_as_expired(
     assert_accounted(stats)
     second.shutdown(1)
     assert spool_rows(tmp_path) == []
-
-
-def test_sync_mode_commits_then_sends_then_deletes(
-    tmp_path: pathlib.Path, capture: CaptureServer, make_client: MakeClient
-) -> None:
-    """With sync=True each call is spooled, sent on the calling thread and deleted on 2xx."""
-    client = make_client("k", host=capture.url, spool=tmp_path, sync=True)
-    ids = [client.track("u", "Sync", {"index": index}) for index in range(3)]
-    assert capture.delivered_ids() == ids
-    deadline = time.monotonic() + 5
-    while spool_rows(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert spool_rows(tmp_path) == []
-    assert_accounted(client.stats)
 
 
 def test_spool_comes_from_trackline_spool_when_not_given(

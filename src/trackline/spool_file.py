@@ -4,10 +4,12 @@ A row is (seq, created, data): `seq` orders the messages, `created` (wall-clock 
 `max_age` expire them across restarts, `data` is the encoded message exactly as it is sent.
 Rows are inserted before a call returns and deleted once delivered or dropped.
 
-Each file has two connections: one that writes (used by one thread at a time, the spool's
-group-commit writer) and one that reads batches, so that reading a large batch never holds up
-a commit: in WAL mode readers and the writer do not block each other. Checkpoints are SQLite's
-own automatic ones, run by the committing connection every 1000 pages.
+A file has one connection in exclusive locking mode: the file is this process's alone (the
+lock file says so), and without shared-memory locks a commit costs half the system calls. The
+spool's group-commit writer uses it from one thread at a time; a worker reads batches through it
+meanwhile, which SQLite serialises statement by statement, so a long read never holds a commit
+up for long. Checkpoints are SQLite's own automatic ones, every 1000 pages, run by the commit
+that crosses the mark.
 
 With `synchronous=NORMAL` a commit is a write to the WAL without fsync: it survives the process
 being killed, not the machine losing power. `FULL` fsyncs every commit and survives both.
@@ -84,16 +86,15 @@ class SpoolFile:
         self.untaken_bytes = 0
         #: The next seq to read.
         self.cursor = 0
-        self._writer = _connect(path, synchronous)
+        self._db = _connect(path, synchronous)
         try:
             self._check_or_create(create=not adopted)
-            self._reader = _connect(path, synchronous)
         except BaseException:
-            self._writer.close()
+            self._db.close()
             raise
 
     def _check_or_create(self, *, create: bool) -> None:
-        db = self._writer
+        db = self._db
         if create:
             # One transaction, so a file is either blank or a complete spool.
             db.executescript(
@@ -120,7 +121,7 @@ class SpoolFile:
         """(rows, bytes, first seq) of what the file holds; reads every row's header."""
         if self._blank:
             return 0, 0, 0
-        count, size, first = self._reader.execute(
+        count, size, first = self._db.execute(
             "SELECT count(*), total(length(data)), min(seq) FROM messages"
         ).fetchone()
         return int(count), int(size), int(first or 0)
@@ -142,7 +143,7 @@ class SpoolFile:
 
     def write(self, rows: Sequence[Row], deletes: Iterable[int]) -> None:
         """Insert `rows` and delete the seqs in `deletes`, in one transaction."""
-        db = self._writer
+        db = self._db
         ranges = _runs(deletes)
         if len(rows) == 1 and not ranges:
             db.execute(_INSERT, rows[0])
@@ -166,7 +167,7 @@ class SpoolFile:
         The first row is always returned; the next ones while sizes plus separators fit
         `max_bytes`.
         """
-        cursor = self._reader.execute(_READ, (start, end, max_items))
+        cursor = self._db.execute(_READ, (start, end, max_items))
         rows: list[Row] = []
         size = 0
         try:
@@ -181,20 +182,21 @@ class SpoolFile:
         return rows
 
     def close(self) -> None:
-        """Close both connections (the last close checkpoints and removes the WAL)."""
-        for db in (self._reader, self._writer):
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
+        """Close the connection (which checkpoints and removes the WAL)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
 
     def forget(self) -> None:
         """In a forked child: let go of the parent's file without touching it."""
-        _inherited.extend((self._writer, self._reader))
+        _inherited.append(self._db)
         self.lock.forget()
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     try:
+        # Exclusive before WAL: then the WAL index lives in memory, not in a shared -shm file.
+        db.execute("PRAGMA locking_mode = EXCLUSIVE")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
     except BaseException:

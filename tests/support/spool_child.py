@@ -6,8 +6,9 @@ and flushed before the next call: whatever a SIGKILL interrupts, each complete l
 message whose call returned, hence one the spool promised to keep. It prints "ready" once the
 client is built (after adopting what earlier processes left).
 
-`--count N` stops after N calls, then flushes (`--flush`) and/or shuts down (`--shutdown`);
-without it, it tracks until killed. `--fork` forks after the first half, and both processes go
+`--count N` stops after N calls, then flushes (`--flush`) and/or shuts down (`--shutdown`),
+or ends at once as a crash would (`--crash`: no shutdown, no exit hooks); without it, it
+tracks until killed. `--fork` forks after the first half, and both processes go
 on with the rest, the child writing its ids to IDS + ".child".
 """
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush", action="store_true")
     parser.add_argument("--shutdown", type=float, default=None)
     parser.add_argument("--fork", action="store_true")
+    parser.add_argument("--sync", action="store_true")
+    parser.add_argument("--crash", action="store_true", help="end with os._exit, no shutdown")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between calls")
     parser.add_argument("--flush-at", type=int, default=50)
     args = parser.parse_args(argv)
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         backoff_base=0.01,
         backoff_cap=0.05,
         timeout=2.0,
+        sync=args.sync,
     )
     print("ready", flush=True)
     ids_path = args.ids
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if child:
         os.waitpid(child, 0)
+    if args.crash:
+        os._exit(0)
     return 0
 
 
