@@ -157,9 +157,12 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._toxics: list[Toxic] = []
         self._conns: set[_Conn] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        #: Bumped by every down(): a connection accepted before it is reset, not served.
+        self._generation = 0
         self._port = 0
         self.connections = 0
         self.exchanges = 0
@@ -229,7 +232,7 @@ class FaultProxy:
 
     @property
     def is_down(self) -> bool:
-        return self._server is None
+        return self._listener is None
 
     @contextlib.contextmanager
     def outage(self) -> Iterator[None]:
@@ -249,25 +252,47 @@ class FaultProxy:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
+    # The proxy accepts connections itself rather than through asyncio.start_server: with
+    # Python 3.11's Server, a connection accepted just before close() makes its transport
+    # setup fail an assertion and the socket leaks, and down() closes a lot.
+
     async def _listen(self) -> None:
-        if self._server is not None:
+        if self._listener is not None:
             return
-        self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self._port, reuse_address=True
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self._port))
+        listener.listen(128)
+        listener.setblocking(False)
+        self._port = listener.getsockname()[1]
+        self._listener = listener
+        self._loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self._serve(conn, self._generation))
+            # The loop holds tasks weakly; an idle handler must not be collected mid-await.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _stop_listening(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        listener, self._listener = self._listener, None
+        self._generation += 1
+        if listener is not None:
+            self._loop.remove_reader(listener.fileno())
+            listener.close()
         for conn in list(self._conns):
             _reset(conn.client)
             _close(conn.upstream)
 
     async def _shutdown(self) -> None:
         await self._stop_listening()
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        tasks = list(self._tasks)
         if not tasks:
             return
         # The connections were reset, so their handlers end on their own; cancel stragglers.
@@ -285,10 +310,18 @@ class FaultProxy:
                 return toxic
         return None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, sock: socket.socket, generation: int) -> None:
+        self.connections += 1
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except OSError:
+            sock.close()
+            return
+        if generation != self._generation:
+            _reset(writer)
+            return
         conn = _Conn(writer)
         self._conns.add(conn)
-        self.connections += 1
         try:
             try:
                 up_reader, conn.upstream = await asyncio.open_connection(*self._upstream)
@@ -301,9 +334,8 @@ class FaultProxy:
         except (OSError, asyncio.IncompleteReadError):
             _reset(writer)
         except asyncio.CancelledError:
-            # Closing the proxy: the handler ends here, quietly (asyncio's stream callback
-            # would log a cancelled handler task as an error).
             _reset(writer)
+            raise
         finally:
             self._conns.discard(conn)
             _close(conn.upstream)
