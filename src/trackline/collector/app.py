@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from trackline.collector import debugger
 from trackline.collector.access import WriteKeys, basic_auth_user, is_loopback
 from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
@@ -33,7 +34,7 @@ from trackline.collector.ingest import (
     parse_timestamp,
     process,
 )
-from trackline.collector.live import Lagged
+from trackline.collector.live import Lagged, LiveEvent
 from trackline.collector.storage import EventQuery, Storage, StorageError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,15 @@ def _error(
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="trackline"'
     return _json({"code": code, "message": message}, status, headers)
+
+
+def _flag(value: str | None) -> bool:
+    """A yes/no query parameter: absent, empty, `0` or `false` is no; `1` or `true` is yes."""
+    if value in (None, "", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise ValueError("must be 1 or 0 (true or false)")
 
 
 def _unauthorized(key: str | None) -> RequestRejected:
@@ -176,8 +186,13 @@ class _Collector:
     # -- read ----------------------------------------------------------------------------
 
     async def list_events(self, request: Request) -> Response:
-        """`GET /api/events?type=&user_id=&anonymous_id=&event=&q=&since=&limit=`."""
+        """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
+        `meta=1` wraps each message with its row id and source (see `Storage.events`)."""
         params = request.query_params
+        try:
+            meta = _flag(params.get("meta"))
+        except ValueError as exc:
+            return _error(400, "invalid_parameter", f"meta {exc}")
         try:
             limit = int(params.get("limit", "100"))
         except ValueError:
@@ -201,11 +216,12 @@ class _Collector:
             user_id=params.get("user_id") or None,
             anonymous_id=params.get("anonymous_id") or None,
             event=params.get("event") or None,
+            source=params.get("source") or None,
             q=params.get("q") or None,
             since=since,
             limit=limit,
         )
-        events = await run_in_threadpool(self.storage.events, query)
+        events = await run_in_threadpool(functools.partial(self.storage.events, meta=meta), query)
         return Response(b'{"events":' + events + b"}", media_type=_JSON)
 
     async def get_event(self, request: Request) -> Response:
@@ -252,7 +268,13 @@ class _Collector:
 
     async def stream(self, request: Request) -> Response:
         """`GET /api/stream`: server-sent events, one per newly stored message (`id:` is its
-        row id, `data:` the stored message); `event: lagged` when some were skipped."""
+        row id, `data:` the stored message, or with `meta=1` the message wrapped as in
+        `GET /api/events?meta=1`); `event: lagged` when some were skipped."""
+        try:
+            meta = _flag(request.query_params.get("meta"))
+        except ValueError as exc:
+            return _error(400, "invalid_parameter", f"meta {exc}")
+        frame = _meta_frame if meta else _frame
         subscription = self.storage.hub.subscribe()
 
         async def events() -> AsyncIterator[bytes]:
@@ -267,10 +289,7 @@ class _Collector:
                     elif not news:
                         yield b": keep-alive\n\n"
                     else:
-                        yield b"".join(
-                            b"id: %d\ndata: %s\n\n" % (event.id, event.body.encode())
-                            for event in news
-                        )
+                        yield b"".join(frame(event) for event in news)
             finally:
                 subscription.close()
 
@@ -279,6 +298,19 @@ class _Collector:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+def _frame(event: LiveEvent) -> bytes:
+    return b"id: %d\ndata: %s\n\n" % (event.id, event.body.encode())
+
+
+def _meta_frame(event: LiveEvent) -> bytes:
+    return b'id: %d\ndata: {"id":%d,"source":%s,"message":%s}\n\n' % (
+        event.id,
+        event.id,
+        orjson.dumps(event.source),
+        event.body.encode(),
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -319,6 +351,7 @@ def create_app(
         Route("/api/stats", collector.stats, methods=["GET"]),
         Route("/api/stream", collector.stream, methods=["GET"]),
         Route("/healthz", collector.health, methods=["GET"]),
+        *debugger.routes(),
     ]
     handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=collector.lifespan)

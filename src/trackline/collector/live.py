@@ -22,10 +22,12 @@ DEFAULT_MAX_PENDING: Final = 10_000
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LiveEvent:
-    """A stored event: its row id in the store (increasing) and its message JSON."""
+    """A stored event: its row id in the store (increasing), its message JSON and its source
+    (the write key it came with, which the message itself no longer carries)."""
 
     id: int
     body: str
+    source: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -82,6 +82,10 @@ INSERT OR IGNORE INTO totals (id, duplicates, rejected) VALUES (1, 0, 0);
 """
 
 _COLUMNS: Final = ", ".join(Row._fields)
+#: An event with its row id and source, composed as text: the body is already JSON.
+_META_ITEM: Final = (
+    """'{"id":' || id || ',"source":' || json_quote(source) || ',"message":' || body || '}'"""
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,6 +114,7 @@ class EventQuery:
     user_id: str | None = None
     anonymous_id: str | None = None
     event: str | None = None
+    source: str | None = None
     q: str | None = None
     since: str | None = None
     limit: int = 100
@@ -360,7 +365,11 @@ class Storage:
             if inserted and self.hub.has_subscribers:
                 first = conn.execute("SELECT max(id) FROM events").fetchone()[0] - inserted + 1
                 bodies = self._newest(conn, "body", inserted)
-                live = [LiveEvent(first + n, body) for n, body in enumerate(bodies)]
+                sources = self._newest(conn, "source", inserted)
+                live = [
+                    LiveEvent(first + n, body, source)
+                    for n, (body, source) in enumerate(zip(bodies, sources, strict=True))
+                ]
             conn.execute("COMMIT")
         except BaseException:
             self._abort(conn)
@@ -424,11 +433,12 @@ class Storage:
 
     # -- reading -------------------------------------------------------------------------
 
-    def events(self, query: EventQuery) -> bytes:
-        """Stored messages matching `query`, newest first, as one JSON array."""
+    def events(self, query: EventQuery, *, meta: bool = False) -> bytes:
+        """Stored messages matching `query`, newest first, as one JSON array; with `meta`,
+        each is `{"id": row id, "source": write key, "message": {...}}`."""
         clauses: list[str] = []
         params: list[object] = []
-        for column in ("type", "user_id", "anonymous_id", "event"):
+        for column in ("type", "user_id", "anonymous_id", "event", "source"):
             value = getattr(query, column)
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -442,9 +452,10 @@ class Storage:
             params.append(f"%{escaped}%")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         # One aggregated row instead of one fetch per event (see the module docstring).
+        item = _META_ITEM if meta else "body"
         sql = (
-            "SELECT '[' || coalesce(group_concat(body, ','), '') || ']' FROM "
-            f"(SELECT body FROM events {where} ORDER BY id DESC LIMIT ?)"
+            "SELECT '[' || coalesce(group_concat(item, ','), '') || ']' FROM "
+            f"(SELECT {item} AS item FROM events {where} ORDER BY id DESC LIMIT ?)"
         )
         with self._reader() as conn:
             (text,) = conn.execute(sql, (*params, query.limit)).fetchone()
