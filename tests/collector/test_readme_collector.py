@@ -1,0 +1,23 @@
+"""The README's Collector section runs as written."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+README = pathlib.Path(__file__).resolve().parent.parent.parent / "README.md"
+
+
+def test_in_process_example_runs() -> None:
+    """The `serve` example starts a collector, delivers one event to it and prints its stats."""
+    text = README.read_text(encoding="utf-8")
+    section = re.search(r"^## Collector\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "README has no Collector section"
+    (block,) = re.findall(r"```python\n(.*?)```", section.group(1), re.S)
+    result = subprocess.run(
+        [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Stats(events=1, by_type={'track': 1}, by_source={'KEY': 1}" in result.stdout
