@@ -301,3 +301,13 @@ def test_timestamps_are_written_utc_with_milliseconds() -> None:
     assert naive.tzinfo is UTC
     with pytest.raises(ValueError):
         parse_timestamp(12)
+
+
+def test_type_of_the_wrong_json_kind_is_rejected_not_a_crash() -> None:
+    """A list or object as `type` is an invalid type like any unknown name."""
+    processed = process(
+        Envelope([{"type": [], "userId": "u"}, {"type": {}, "userId": "u"}]),
+        source="k",
+        received_at=RECEIVED,
+    )
+    assert [r.code for r in processed.rejections] == ["invalid_type", "invalid_type"]

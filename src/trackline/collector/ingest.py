@@ -284,7 +284,7 @@ def _check(message: Any, route_type: str | None) -> str:
             kind = route_type
         elif kind != route_type:
             raise _Invalid("invalid_type", f"type {kind!r} sent to the {route_type} endpoint")
-    if kind not in MESSAGE_TYPES:
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise _Invalid("invalid_type", f"type must be one of {sorted(MESSAGE_TYPES)}, not {kind!r}")
     for field in _STRING_FIELDS:
         value = message.get(field)
