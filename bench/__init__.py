@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): trackline against its peers; `python -m bench.run` prints the table."""

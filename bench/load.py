@@ -1,0 +1,125 @@
+"""Load generator for the collector: several keep-alive connections posting valid batches.
+
+Every request is built before the clock starts (unique messageIds, Basic auth, JSON bodies of
+`--batch` track messages), so the generator spends its time on the sockets only: asyncio on
+raw streams, one request in flight per connection. It prints one JSON line: events answered
+200, requests refused, and the seconds from the first byte sent to the last answer read.
+Because the collector answers 200 only after the commit, every event answered 200 is stored.
+
+Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import json
+import os
+import time
+from urllib.parse import urlsplit
+
+import orjson
+
+from bench.peers import EVENT, WRITE_KEY
+
+
+def build_requests(host: str, events: int, batch: int) -> list[tuple[bytes, int]]:
+    """`(raw HTTP request, events in it)` for `events` events in batches of `batch`."""
+    run = os.urandom(6).hex()
+    token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    requests = []
+    for first in range(0, events, batch):
+        count = min(batch, events - first)
+        messages = [
+            {
+                "type": "track",
+                "messageId": f"load-{run}-{first + index}",
+                "timestamp": now,
+                "userId": f"user-{(first + index) % 1000:04d}",
+                "event": EVENT,
+                "properties": {
+                    "plan": "pro",
+                    "revenue": 39.95,
+                    "currency": "EUR",
+                    "sku": f"sku-{index % 100:03d}",
+                    "quantity": index % 5 + 1,
+                },
+                "context": {"library": {"name": "bench-load", "version": "1"}},
+            }
+            for index in range(count)
+        ]
+        body = orjson.dumps({"batch": messages, "sentAt": now})
+        head = (
+            f"POST /v1/batch HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append((head.encode() + body, count))
+    return requests
+
+
+async def _connection(
+    address: tuple[str, int],
+    pending: collections.deque[tuple[bytes, int]],
+    totals: collections.Counter[str],
+) -> None:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        while pending:
+            request, count = pending.popleft()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if status == 200:
+                totals["events"] += count
+            else:
+                totals["refused"] += 1
+                totals[f"status_{status}"] += 1
+    finally:
+        writer.close()
+
+
+async def run(url: str, connections: int, events: int, batch: int) -> dict[str, object]:
+    """Post `events` events over `connections` connections; returns the totals and timing."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
+    pending = collections.deque(build_requests(parts.netloc, events, batch))
+    requests = len(pending)
+    totals: collections.Counter[str] = collections.Counter()
+    start = time.monotonic()
+    await asyncio.gather(*(_connection(address, pending, totals) for _ in range(connections)))
+    seconds = time.monotonic() - start
+    return {
+        "events": totals["events"],
+        "requests": requests,
+        "refused": totals["refused"],
+        "statuses": {k: v for k, v in totals.items() if k.startswith("status_")},
+        "seconds": seconds,
+        "throughput": totals["events"] / seconds,
+        "connections": connections,
+        "batch": batch,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="the collector, e.g. http://127.0.0.1:8765")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.url, args.connections, args.events, args.batch))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
