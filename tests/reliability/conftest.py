@@ -1,9 +1,11 @@
-"""Fixtures of the reliability suite: a fault proxy in front of the server, a ledger per test,
-and a summary of every test's accounting line at the end of the run."""
+"""Fixtures of the reliability suite: the collector, a fault proxy in front of it (or of the
+capture server, where a test scripts the answers), a ledger per test, and a summary of every
+test's accounting line at the end of the run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,8 @@ import pytest
 import trackline
 from tests.support.capture import CaptureServer
 from tests.support.faultproxy import FaultProxy
-from tests.support.ledger import Account, Ledger
+from tests.support.ledger import Account, CollectorStore, Ledger
+from trackline.collector import RunningCollector, serve
 
 _ACCOUNTS: list[Account] = []
 
@@ -20,10 +23,32 @@ FAST = {"backoff_base": 0.02, "backoff_cap": 0.1, "flush_interval": 0.05}
 
 
 @pytest.fixture
-def proxy(capture: CaptureServer) -> Iterator[FaultProxy]:
-    """A fault proxy on 127.0.0.1 in front of the capture server."""
+def capture_proxy(capture: CaptureServer) -> Iterator[FaultProxy]:
+    """A fault proxy on 127.0.0.1 in front of the capture server, for scripted answers."""
     with FaultProxy(capture.url) as fault_proxy:
         yield fault_proxy
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[RunningCollector]:
+    """The real collector on 127.0.0.1 with a fresh SQLite file and short deadlines."""
+    with serve(
+        tmp_path / "events.sqlite3", header_timeout=1.0, body_timeout=2.0, lock_timeout=0.5
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def proxy(collector: RunningCollector) -> Iterator[FaultProxy]:
+    """A fault proxy on 127.0.0.1 in front of the collector."""
+    with FaultProxy(collector.url) as fault_proxy:
+        yield fault_proxy
+
+
+@pytest.fixture
+def store(collector: RunningCollector) -> CollectorStore:
+    """The collector's SQLite file, read directly."""
+    return CollectorStore(collector.storage.path)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from tests.support.faultproxy import (
     Latency,
     ResetPeer,
 )
-from tests.support.ledger import CaptureStore, Ledger
+from tests.support.ledger import CaptureStore, CollectorStore, Ledger
 
 MakeClient = Callable[..., trackline.Client]
 
@@ -43,7 +43,7 @@ def send_in_batches(ledger: Ledger, client: trackline.Client, batches: int, size
 
 
 def test_c1_collector_down_then_up_loses_nothing(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """Refused connections are retried with capped backoff; nothing is dropped while the buffer
     has room, and the backlog drains soon after the server is back."""
@@ -51,12 +51,12 @@ def test_c1_collector_down_then_up_loses_nothing(
     proxy.down()
     ledger.track_many(client, 200)
     wait_until(lambda: client.stats.retries >= 3)
-    assert capture.requests == []
+    assert store.stored_ids() == []
     recovered = time.monotonic()
     proxy.up()
     assert client.flush(5)
     time_to_recover = time.monotonic() - recovered
-    account = ledger.settle(client, CaptureStore(capture))
+    account = ledger.settle(client, store)
     account.assert_exact()
     assert account.stored == 200
     assert not account.dropped
@@ -67,7 +67,7 @@ def test_c1_collector_down_then_up_loses_nothing(
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_c3_5xx_bursts_are_retried_until_stored_once(
     status: int,
-    proxy: FaultProxy,
+    capture_proxy: FaultProxy,
     capture: CaptureServer,
     ledger: Ledger,
     ledger_client: MakeClient,
@@ -75,7 +75,7 @@ def test_c3_5xx_bursts_are_retried_until_stored_once(
     """A burst of five 5xx answers across two workers: every failed request is retried with the
     same messages and each message is stored exactly once."""
     capture.script(*[Reply(status)] * 5)
-    client = ledger_client(proxy.url, workers=2, flush_at=25)
+    client = ledger_client(capture_proxy.url, workers=2, flush_at=25)
     ledger.track_many(client, 300)
     assert client.flush(5)
     account = ledger.settle(client, CaptureStore(capture))
@@ -93,7 +93,7 @@ def test_c3_503_retry_after_values(
     header: str,
     min_gap: float,
     max_gap: float,
-    proxy: FaultProxy,
+    capture_proxy: FaultProxy,
     capture: CaptureServer,
     ledger: Ledger,
     ledger_client: MakeClient,
@@ -101,7 +101,7 @@ def test_c3_503_retry_after_values(
     """503 with Retry-After: a valid value is waited for exactly, junk falls back to backoff and a
     negative value means now; the message is stored once either way."""
     capture.script(Reply(503, headers={"Retry-After": header}))
-    client = ledger_client(proxy.url)
+    client = ledger_client(capture_proxy.url)
     ledger.track(client)
     assert client.flush(5)
     first, second = capture.requests
@@ -110,12 +110,12 @@ def test_c3_503_retry_after_values(
 
 
 def test_c3_retry_after_past_the_delivery_deadline_drops_at_once(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    capture_proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """Retry-After: 99999 (capped at ten minutes) cannot be honoured within delivery_timeout: the
     batch is dropped as delivery_timeout at once rather than after a pointless wait."""
     capture.script(Reply(503, headers={"Retry-After": "99999"}))
-    client = ledger_client(proxy.url, delivery_timeout=5.0)
+    client = ledger_client(capture_proxy.url, delivery_timeout=5.0)
     ledger.track_many(client, 3)
     started = time.monotonic()
     assert client.flush(5)
@@ -127,12 +127,12 @@ def test_c3_retry_after_past_the_delivery_deadline_drops_at_once(
 
 
 def test_c4_429_pauses_every_worker_until_retry_after_expires(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    capture_proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """A 429 with Retry-After: 1 seen by one of three workers holds all of them: no request
     starts inside the window, and no message is dropped for it."""
     capture.script(Reply(429, headers={"Retry-After": "1"}))
-    client = ledger_client(proxy.url, workers=3, flush_at=10)
+    client = ledger_client(capture_proxy.url, workers=3, flush_at=10)
     ledger.track_many(client, 120)
     assert client.flush(5)
     throttled = next(request for request in capture.requests if request.status == 429)
@@ -153,7 +153,7 @@ def test_c4_429_pauses_every_worker_until_retry_after_expires(
 def test_c6_c8_refused_batch_is_dropped_once_with_its_reason(
     status: int,
     reason: str,
-    proxy: FaultProxy,
+    capture_proxy: FaultProxy,
     capture: CaptureServer,
     ledger: Ledger,
     ledger_client: MakeClient,
@@ -161,7 +161,7 @@ def test_c6_c8_refused_batch_is_dropped_once_with_its_reason(
     """400 and 401 are not retried: exactly the refused batch is dropped with its reason and
     reported to on_error message by message; the batches around it are stored."""
     capture.script(Reply(200), Reply(status, body=b'{"code":"x","message":"refused"}'))
-    client = ledger_client(proxy.url, flush_interval=5.0)
+    client = ledger_client(capture_proxy.url, flush_interval=5.0)
     sent = []
     for _ in range(3):
         sent.append(ledger.track_many(client, 10))
@@ -192,22 +192,24 @@ def test_c7_413_splits_and_drops_only_messages_too_large_alone(
     assert account.stored == 78
 
 
-def test_c9_lost_answer_after_commit_is_resent_with_the_same_ids(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+def test_c9_lost_answer_after_commit_is_resent_and_stored_once(
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
-    """The server stores a batch and its answer is lost: the client resends the same messageIds,
-    so a server that does not dedupe holds that batch twice, and nothing else is doubled."""
+    """The collector commits a batch and its answer is lost on the way back: the client resends
+    the same messageIds, the collector counts them as duplicates, and each is stored once."""
     toxic = proxy.add(DropResponse(times=1))
     client = ledger_client(proxy.url, flush_interval=5.0)
     send_in_batches(ledger, client, 3, 10)
     assert toxic.fired == 1
-    account = ledger.settle(client, CaptureStore(capture))
-    account.assert_exact(dup_stored=10)
+    account = ledger.settle(client, store)
+    account.assert_exact()
+    assert account.stored == 30
+    assert store.wire_duplicates() == 10
     assert client.stats.retries == 1
 
 
 def test_c10_black_hole_flush_keeps_its_deadline_and_the_worker_recovers(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """A server that accepts and never answers: flush(0.5) returns False on time; the request
     times out, the worker retries, and once the hole closes everything is stored once."""
@@ -220,14 +222,14 @@ def test_c10_black_hole_flush_keeps_its_deadline_and_the_worker_recovers(
     assert hole.wait_fired(1)
     proxy.remove(hole)
     assert client.flush(5)
-    account = ledger.settle(client, CaptureStore(capture))
+    account = ledger.settle(client, store)
     account.assert_exact()
     assert account.stored == 50
     assert client.stats.retries >= 1
 
 
 def test_c10_black_hole_shutdown_keeps_its_deadline_and_reports_every_leftover(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """shutdown(0.5) against a black hole returns within its deadline; the batch stuck on the
     wire and everything queued behind it are dropped as shutdown_timeout, each by id."""
@@ -238,7 +240,7 @@ def test_c10_black_hole_shutdown_keeps_its_deadline_and_reports_every_leftover(
     started = time.monotonic()
     assert client.shutdown(0.5) is False
     assert time.monotonic() - started < 0.6
-    account = ledger.settle(client, CaptureStore(capture))
+    account = ledger.settle(client, store)
     account.assert_exact()
     assert account.dropped == {"shutdown_timeout": 35}
     assert account.stored == 0
@@ -248,7 +250,7 @@ def test_c10_black_hole_shutdown_keeps_its_deadline_and_reports_every_leftover(
 def test_c12_reset_mid_request_is_retried_without_loss_or_double(
     after_bytes: int,
     proxy: FaultProxy,
-    capture: CaptureServer,
+    store: CollectorStore,
     ledger: Ledger,
     ledger_client: MakeClient,
 ) -> None:
@@ -256,16 +258,16 @@ def test_c12_reset_mid_request_is_retried_without_loss_or_double(
     each is retried, and every message is stored exactly once."""
     toxic = proxy.add(ResetPeer(after_bytes=after_bytes, toxicity=0.3))
     client = ledger_client(proxy.url, gzip=False)
-    send_in_batches(ledger, client, 40, 10)
-    account = ledger.settle(client, CaptureStore(capture))
+    send_in_batches(ledger, client, 25, 10)
+    account = ledger.settle(client, store)
     account.assert_exact()
-    assert account.stored == 400
+    assert account.stored == 250
     assert toxic.fired >= 3
     assert client.stats.retries == toxic.fired
 
 
 def test_c11_slow_link_delivers_everything_in_order(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """Latency 0.1 s +/- 0.05 s both ways and a 32 KB/s uplink: slower, but every message is
     stored once and, with one worker, in the order it was sent."""
@@ -275,7 +277,7 @@ def test_c11_slow_link_delivers_everything_in_order(
     client = ledger_client(proxy.url, flush_at=50, timeout=5.0)
     ledger.track_many(client, 200, pad="z" * 100)
     assert client.flush(10)
-    account = ledger.settle(client, CaptureStore(capture))
+    account = ledger.settle(client, store)
     account.assert_exact()
-    seqs = [message["properties"]["seq"] for message in capture.delivered()]
-    assert seqs == sorted(seqs) == list(range(200))
+    position = {message_id: index for index, message_id in enumerate(ledger.sent)}
+    assert [position[row] for row in store.stored_ids()] == list(range(200))

@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 import trackline
-from tests.support.capture import CaptureServer
 from tests.support.faultproxy import Bandwidth, BlackHole, Direction, FaultProxy, Latency
-from tests.support.ledger import CaptureStore, Ledger
+from tests.support.ledger import CollectorStore, Ledger
 from trackline.encoding import MAX_BATCH_BYTES, encode_message
 
 MakeClient = Callable[..., trackline.Client]
@@ -53,7 +52,7 @@ def _flood(client: trackline.Client, ids: list[str], threads: int) -> array.arra
 
 
 def test_c13_producers_outrunning_a_slow_link_never_wait_on_it(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """Eight threads call track() flat out while the uplink carries 64 KB/s (a full batch takes
     seconds to send): no call waits on the network, and the overflow is dropped as queue_full,
@@ -66,7 +65,7 @@ def test_c13_producers_outrunning_a_slow_link_never_wait_on_it(
     durations = sorted(_flood(client, ids, threads=8))
     proxy.clear()
     assert client.flush(10)
-    account = ledger.settle(client, CaptureStore(capture))
+    account = ledger.settle(client, store)
     account.assert_exact()
     assert account.dropped["queue_full"] > len(ids) // 2
     p99, slowest = durations[int(len(durations) * 0.99)], durations[-1]
@@ -77,7 +76,7 @@ def test_c13_producers_outrunning_a_slow_link_never_wait_on_it(
 
 
 def test_c13_memory_held_stays_within_the_queue_bound(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """Offering 45 times max_queue_bytes through a 64 KB/s link, the memory allocated by
     trackline (traced by tracemalloc, sampled while the producer runs) never exceeds the queue
@@ -108,7 +107,7 @@ def test_c13_memory_held_stays_within_the_queue_bound(
         tracemalloc.stop()
     proxy.clear()
     assert client.flush(10)
-    ledger.settle(client, CaptureStore(capture)).assert_exact()
+    ledger.settle(client, store).assert_exact()
     offered = client.stats.enqueued * 400  # each message is over 400 bytes encoded
     assert len(held) >= 3
     # The queue, the messages of the batch on the wire, its request body, and 256 KiB.
@@ -176,7 +175,7 @@ def _exit_script(url: str, fault: str) -> str:
 
 @pytest.mark.parametrize("fault", ["down", "black hole", "sigterm"])
 def test_c16_c17_exit_during_an_outage_is_bounded_and_counts_the_leftovers(
-    fault: str, proxy: FaultProxy, capture: CaptureServer, ledger: Ledger
+    fault: str, proxy: FaultProxy, store: CollectorStore, ledger: Ledger
 ) -> None:
     """A program ending (normally, or on SIGTERM turned into SystemExit, as servers do) while
     the collector is down or a black hole exits within shutdown_timeout (1 s) plus 0.2 s, and
@@ -200,14 +199,14 @@ def test_c16_c17_exit_during_an_outage_is_bounded_and_counts_the_leftovers(
     state = json.loads(out.strip().splitlines()[-1])
     assert state["exit_seconds"] < 1.2, state["exit_seconds"]
     ledger.adopt(state["sent"], state["drops"])
-    account = ledger.settle(trackline.Stats(**state["stats"]), CaptureStore(capture))
+    account = ledger.settle(trackline.Stats(**state["stats"]), store)
     account.assert_exact()
     assert account.dropped == {"shutdown_timeout": 500}
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_c18_fork_with_a_batch_in_flight_sends_everything_once(
-    proxy: FaultProxy, capture: CaptureServer, ledger: Ledger, ledger_client: MakeClient
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
 ) -> None:
     """Forking while the parent has a batch on a slow wire and more queued: the child delivers
     only its own events and its flush returns promptly; the parent delivers its own; nothing is
@@ -262,7 +261,7 @@ def test_c18_fork_with_a_batch_in_flight_sends_everything_once(
     assert client.flush(5)
     assert record["flushed"]
     assert record["flush_seconds"] < 2.0
-    rows = CaptureStore(capture).stored_ids()
+    rows = store.stored_ids()
     child_ids = set(record["sent"])
     parent_account = ledger.settle(client, [row for row in rows if row not in child_ids])
     parent_account.assert_exact()

@@ -19,6 +19,12 @@ from tests.support.faultproxy import (
 )
 
 
+@pytest.fixture
+def proxy(capture_proxy: FaultProxy) -> FaultProxy:
+    """Here the proxy fronts the capture server, which shows what arrived byte for byte."""
+    return capture_proxy
+
+
 def post(proxy: FaultProxy, body: bytes = b'{"batch":[]}', timeout: float = 2.0) -> int:
     """One POST through the proxy on a fresh connection; returns the status."""
     port = int(proxy.url.rsplit(":", 1)[1])
