@@ -215,3 +215,18 @@ def test_stop_finishes_in_flight_requests(db_path: Path) -> None:
     for worker in workers:
         worker.join(10)
     assert set(acked) <= stored_ids(db_path)
+
+
+def test_after_a_discarded_body_the_header_deadline_applies_again(
+    collector: RunningCollector,
+) -> None:
+    """Once the rest of a refused body has been discarded, the next request on the connection
+    has the usual header deadline: half a request line is answered 408."""
+    big = orjson.dumps({"batch": [message(1, properties={"pad": "x" * 700_000})]})
+    with connect(collector) as sock:
+        sock.sendall(request_head(len(big)) + big)
+        assert read_response(sock).startswith(b"HTTP/1.1 413 ")
+        sock.sendall(b"POST /v1/ba")
+        answer, took = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert took < 3.0

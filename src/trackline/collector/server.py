@@ -98,6 +98,7 @@ def _protocol_class(header_timeout: float) -> type[H11Protocol]:
                 if self.cycle is self._drain_cycle and self.conn.their_state is h11.SEND_BODY:
                     return
                 self._draining = None
+                self._disarm()
             if self.conn.their_state is not h11.IDLE:
                 self._disarm()
             elif self._timer is None:
