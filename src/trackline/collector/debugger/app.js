@@ -83,8 +83,12 @@
     return Boolean(state.filters.type || state.filters.q || state.filters.source);
   }
 
+  let searchTimer = null;
+
   function setFilters(changes) {
-    Object.assign(state.filters, changes);
+    // Text still waiting for its pause in typing counts too, or redrawing the box loses it.
+    clearTimeout(searchTimer);
+    Object.assign(state.filters, { q: search.value }, changes);
     writeFilters();
     renderFilterControls();
     state.entries.clear();
@@ -116,7 +120,9 @@
         return [message.category, message.name].filter(isText).join(" / ");
       case "identify": {
         const traits = isObject(message.traits) ? message.traits : {};
-        return [traits.name, traits.email].filter(isText).join(" · ");
+        const who = [traits.name, traits.email].filter(isText).join(" · ");
+        const keys = Object.keys(traits);
+        return who || (keys.length ? `traits: ${keys.join(", ")}` : "");
       }
       case "group":
         return isText(message.groupId) ? message.groupId : "";
@@ -518,7 +524,6 @@
     renderFilterControls();
     byId("snippet").textContent = snippet();
 
-    let searchTimer = null;
     search.addEventListener("input", () => {
       clearTimeout(searchTimer);
       searchTimer = setTimeout(() => {
