@@ -230,3 +230,19 @@ def test_rows_are_cut_to_the_terminal_width_with_an_ellipsis() -> None:
     assert line.endswith("…")
     assert "a-very-long-user-iden…" in line
     assert line.startswith("2026-11-28 14:00:07  track")
+
+
+def test_follow_ends_with_status_1_when_the_collector_stops(tmp_path: pathlib.Path) -> None:
+    """A stopped collector ends the live stream: the command says so and exits 1."""
+    with serve(tmp_path / "stopping.sqlite3") as running:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trackline", "events", "--host", running.url, "--follow"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("TIME (UTC)")
+    out, err = process.communicate(timeout=10)
+    assert (process.returncode, out) == (1, "")
+    assert err == "trackline events: the collector closed the live stream\n"
