@@ -311,3 +311,12 @@ def test_type_of_the_wrong_json_kind_is_rejected_not_a_crash() -> None:
         received_at=RECEIVED,
     )
     assert [r.code for r in processed.rejections] == ["invalid_type", "invalid_type"]
+
+
+def test_skew_that_would_leave_the_calendar_keeps_the_client_timestamp() -> None:
+    """A correction past year 9999 is not applied, rather than rejecting the message."""
+    envelope = Envelope(
+        [message(timestamp="9999-12-31T23:59:59.000Z")],
+        sent_at=datetime(2000, 1, 1, tzinfo=UTC),
+    )
+    assert stored(envelope)[0]["timestamp"] == "9999-12-31T23:59:59.000Z"

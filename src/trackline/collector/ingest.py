@@ -15,7 +15,7 @@ import math
 import uuid
 import zlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -40,7 +40,6 @@ _STRING_FIELDS: Final = (
     "groupId",
     "previousId",
 )
-_TIMESTAMP_FIELDS: Final = ("timestamp", "sentAt")
 
 
 class RequestRejected(Exception):
@@ -322,16 +321,50 @@ def _merged(outer: Mapping[str, Any] | None, inner: Any) -> Any:
     return {**outer, **inner} if inner else dict(outer)
 
 
-def _enrich(
-    message: Any, envelope: Envelope, source: str, received_at: datetime, received: str
-) -> Row:
+def _is_stored_form(text: str) -> bool:
+    """Whether a timestamp that parsed is already `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
+    return len(text) == 24 and text[23] == "Z" and text[19] == "." and text[10] == "T"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Request:
+    """What every message of one request shares, worked out once."""
+
+    envelope: Envelope
+    source: str
+    received_at: datetime
+    received: str
+    sent: str | None
+    #: receivedAt - sentAt: the client's clock error, added to each message's own timestamp.
+    skew: timedelta | None
+
+    @classmethod
+    def of(cls, envelope: Envelope, source: str, received_at: datetime) -> _Request:
+        sent_at = envelope.sent_at
+        return cls(
+            envelope,
+            source,
+            received_at,
+            format_timestamp(received_at),
+            None if sent_at is None else format_timestamp(sent_at),
+            None if sent_at is None else received_at - sent_at,
+        )
+
+
+def _enrich(message: Any, request: _Request) -> Row:
     """Validate `message` and build its row; raises `_Invalid`."""
+    envelope = request.envelope
     kind = _check(message, envelope.route_type)
     try:
-        stamps = {field: parse_timestamp(message.get(field)) for field in _TIMESTAMP_FIELDS}
+        original = parse_timestamp(message.get("timestamp"))
+        own_sent_at = parse_timestamp(message.get("sentAt"))
     except ValueError as exc:
         raise _Invalid("invalid_timestamp", str(exc)) from None
-    enriched = {key: value for key, value in message.items() if key != "writeKey"}
+    sent, skew = request.sent, request.skew
+    if own_sent_at is not None:
+        sent, skew = format_timestamp(own_sent_at), request.received_at - own_sent_at
+    enriched = dict(message)
+    enriched.pop("writeKey", None)
     enriched["type"] = kind
     message_id = message.get("messageId") or str(uuid.uuid4())
     enriched["messageId"] = message_id
@@ -339,20 +372,22 @@ def _enrich(
         enriched["context"] = _merged(envelope.context, message.get("context"))
     if envelope.integrations:
         enriched["integrations"] = _merged(envelope.integrations, message.get("integrations"))
-    original, sent_at = stamps["timestamp"], stamps["sentAt"] or envelope.sent_at
-    timestamp = original or received_at
-    if original is not None:
-        enriched["originalTimestamp"] = format_timestamp(original)
-        if sent_at is not None:
-            # Segment's clock skew correction: the client's clock error is sentAt - receivedAt.
-            try:
-                timestamp = received_at - (sent_at - original)
-            except OverflowError:
-                timestamp = original
-    if sent_at is not None:
-        enriched["sentAt"] = format_timestamp(sent_at)
-    enriched["timestamp"] = stamp = format_timestamp(timestamp)
-    enriched["receivedAt"] = received
+    if original is None:
+        stamp = request.received
+    else:
+        text = message["timestamp"]
+        if not _is_stored_form(text):
+            text = format_timestamp(original)
+        enriched["originalTimestamp"] = text
+        # Segment's clock skew correction: receivedAt - (sentAt - originalTimestamp).
+        try:
+            stamp = format_timestamp(original if skew is None else original + skew)
+        except OverflowError:
+            stamp = format_timestamp(original)
+    if sent is not None:
+        enriched["sentAt"] = sent
+    enriched["timestamp"] = stamp
+    enriched["receivedAt"] = request.received
     try:
         body = orjson.dumps(enriched)
     except (orjson.JSONEncodeError, TypeError) as exc:
@@ -360,8 +395,8 @@ def _enrich(
     # Enrichment only adds to a message (writeKey aside), so a stored form within the limit
     # proves the message as sent was within it; only a large one is measured again.
     if len(body) > MAX_MESSAGE_BYTES:
-        sent = {key: value for key, value in message.items() if key != "writeKey"}
-        if len(orjson.dumps(sent)) > MAX_MESSAGE_BYTES:
+        sent_form = {key: value for key, value in message.items() if key != "writeKey"}
+        if len(orjson.dumps(sent_form)) > MAX_MESSAGE_BYTES:
             raise _Invalid("message_too_large", f"the message is over {MAX_MESSAGE_BYTES} bytes")
     name = message.get("event") if kind == "track" else message.get("name")
     return Row(
@@ -370,8 +405,8 @@ def _enrich(
         user_id=message.get("userId") or None,
         anonymous_id=message.get("anonymousId") or None,
         event=name or None,
-        source=source,
-        received_at=received,
+        source=request.source,
+        received_at=request.received,
         timestamp=stamp,
         body=body.decode(),
     )
@@ -379,12 +414,12 @@ def _enrich(
 
 def process(envelope: Envelope, *, source: str, received_at: datetime) -> Processed:
     """Validate and enrich every message of a request, keeping their order."""
-    received = format_timestamp(received_at)
+    request = _Request.of(envelope, source, received_at)
     rows: list[Row] = []
     rejections: list[Rejection] = []
     for index, message in enumerate(envelope.messages):
         try:
-            rows.append(_enrich(message, envelope, source, received_at, received))
+            rows.append(_enrich(message, request))
         except _Invalid as exc:
             rejections.append(Rejection(index, exc.code, exc.message))
     return Processed(rows, rejections)
