@@ -145,14 +145,18 @@ def _close(writer: asyncio.StreamWriter | None) -> None:
         writer.close()
 
 
+def _address(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"upstream must be a URL with a host and port, not {url!r}")
+    return parts.hostname, parts.port
+
+
 class FaultProxy:
     """Start with `with FaultProxy(server.url) as proxy:`; point the client at `proxy.url`."""
 
     def __init__(self, upstream: str, *, seed: int = 0) -> None:
-        parts = urllib.parse.urlsplit(upstream)
-        if parts.hostname is None or parts.port is None:
-            raise ValueError(f"upstream must be a URL with a host and port, not {upstream!r}")
-        self._upstream = (parts.hostname, parts.port)
+        self._upstream = _address(upstream)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._toxics: list[Toxic] = []
@@ -229,6 +233,11 @@ class FaultProxy:
     def up(self) -> None:
         """Listen again, on the same port."""
         self._call(self._listen())
+
+    def retarget(self, upstream: str) -> None:
+        """Send new connections to another server (a restarted one on a new port): the proxy's
+        address is what clients know, and it does not change."""
+        self._upstream = _address(upstream)
 
     @property
     def is_down(self) -> bool:

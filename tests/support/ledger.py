@@ -71,6 +71,23 @@ class CollectorStore:
     def stored_ids(self) -> list[str]:
         return [row[0] for row in self._query("SELECT message_id FROM events ORDER BY id")]
 
+    def bodies(self, message_ids: Iterable[str]) -> dict[str, bytes]:
+        """The stored JSON of each of `message_ids` that is stored."""
+        wanted = list(message_ids)
+        found: dict[str, bytes] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            conn = sqlite3.connect(self.path, timeout=5.0)
+            try:
+                rows = conn.execute(
+                    f"SELECT message_id, body FROM events WHERE message_id IN ({marks})", part
+                ).fetchall()
+            finally:
+                conn.close()
+            found.update((message_id, body.encode()) for message_id, body in rows)
+        return found
+
     def wire_duplicates(self) -> int:
         """Messages the collector received again after storing them (resent batches)."""
         return int(self._query("SELECT duplicates FROM totals")[0][0])
