@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 import trackline
@@ -93,3 +97,48 @@ def test_demo_command_prints_the_stored_events() -> None:
     assert any("Workout Logged" in row and "2010-01-18T" in row for row in rows)
     assert f"delivered {len(rows)}, dropped none" in proc.stdout
     assert f"collector stored {len(rows)} events" in proc.stdout
+
+
+def test_importing_trackline_leaves_the_collector_out() -> None:
+    """`import trackline` and the `trackline` command's parser never import starlette or
+    uvicorn: the client needs neither, and they are only in the collector extra."""
+    code = (
+        "import sys, trackline, trackline.cli; trackline.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]"
+
+
+def test_demo_serve_keeps_the_collector_running_until_sigterm() -> None:
+    """`trackline demo --serve` prints the collector's URL, keeps serving it, and exits 0 on
+    SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trackline", "demo", "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()])
+    reader.start()
+    try:
+        url = ""
+        deadline = time.monotonic() + 30
+        while not url:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if line.startswith("collector still serving on "):
+                url = line.split()[4]
+        assert len(Http(url).events()) == 12
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
