@@ -118,3 +118,14 @@ def test_overloaded_writer_sheds_with_503(http: Http, monkeypatch: pytest.Monkey
     answer = http.post("/v1/batch", {"batch": [message(1)]})
     assert (answer.status, answer.json["code"]) == (503, "overloaded")
     assert "Retry-After" in answer.headers
+
+
+def test_too_many_requests_in_flight_are_shed_with_503(
+    http: Http, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond the number of ingest requests handled at once, a request is answered 503
+    overloaded at once (its body unread), and the connection stays usable."""
+    monkeypatch.setattr("trackline.collector.app.MAX_REQUESTS_IN_FLIGHT", 0)
+    answer = http.post("/v1/batch", {"batch": [message(1, properties={"pad": "x" * 100_000})]})
+    assert (answer.status, answer.json["code"]) == (503, "overloaded")
+    assert http.get("/healthz").status == 200

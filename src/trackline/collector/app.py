@@ -41,8 +41,12 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a client is asked to wait after a 503.
 RETRY_AFTER_SECONDS: Final = 2
-#: Rows waiting for the writer beyond which new requests are shed with 503 (bounds memory).
-MAX_PENDING_ROWS: Final = 250_000
+#: Rows waiting for the writer beyond which new requests are shed with 503: bounds memory
+#: and how long an accepted request can wait for its commit (a few seconds of work).
+MAX_PENDING_ROWS: Final = 100_000
+#: Ingest requests being read, decoded and committed at once (each body up to 500 KB);
+#: beyond, 503, so a flood of large bodies cannot take all memory.
+MAX_REQUESTS_IN_FLIGHT: Final = 256
 #: `GET /api/events` returns at most this many events.
 MAX_EVENTS_LIMIT: Final = 10_000
 #: An idle live stream sends a comment this often, so proxies and browsers keep it open.
@@ -102,6 +106,7 @@ class _Collector:
         self._lock_timeout = lock_timeout
         self.keys = WriteKeys(write_keys)
         self.body_timeout = body_timeout
+        self._in_flight = 0
 
     @property
     def storage(self) -> Storage:
@@ -145,6 +150,15 @@ class _Collector:
     async def ingest(self, request: Request, route_type: str | None) -> Response:
         """`POST /v1/batch` and `/v1/import` (`route_type` None), or a single-message route
         (`/v1/track`, ...) whose type is `route_type`."""
+        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT:
+            return _error(503, "overloaded", "too many requests in progress", retry_after=True)
+        self._in_flight += 1
+        try:
+            return await self._ingest(request, route_type)
+        finally:
+            self._in_flight -= 1
+
+    async def _ingest(self, request: Request, route_type: str | None) -> Response:
         received_at = datetime.now(UTC)
         try:
             header = request.headers.get("authorization")
