@@ -230,3 +230,29 @@ def test_after_a_discarded_body_the_header_deadline_applies_again(
         answer, took = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert took < 3.0
+
+
+def test_create_app_from_a_path_owns_its_store(db_path: Path) -> None:
+    """create_app(path) under any ASGI server opens the store at startup and closes it at
+    shutdown: what it acknowledged is in the file afterwards."""
+    import uvicorn
+
+    from trackline.collector import create_app
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(db_path), log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        http = Http(f"http://127.0.0.1:{port}")
+        assert http.post("/v1/batch", {"batch": [message(1)]}).json["accepted"] == 1
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert stored_ids(db_path) == {"message-1"}
