@@ -44,8 +44,10 @@ MAX_GROUP_ROWS: Final = 20_000
 MAX_ROWS_PER_STATEMENT: Final = 2000
 
 _SCHEMA: Final = """
+-- AUTOINCREMENT: row ids are never reused, even after a clear, so a reader's "newer than"
+-- cursor stays right.
 CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL UNIQUE,
     type TEXT NOT NULL,
     user_id TEXT,
@@ -361,14 +363,13 @@ class Storage:
                 )
             new_ids: set[str] | None = None
             if duplicates and inserted and len(group) > 1:
-                new_ids = set(self._newest(conn, "message_id", inserted))
+                new_ids = {
+                    message_id for (message_id,) in self._newest(conn, "message_id", inserted)
+                }
             if inserted and self.hub.has_subscribers:
-                first = conn.execute("SELECT max(id) FROM events").fetchone()[0] - inserted + 1
-                bodies = self._newest(conn, "body", inserted)
-                sources = self._newest(conn, "source", inserted)
                 live = [
-                    LiveEvent(first + n, body, source)
-                    for n, (body, source) in enumerate(zip(bodies, sources, strict=True))
+                    LiveEvent(row_id, body, source)
+                    for row_id, body, source in self._newest(conn, "id, body, source", inserted)
                 ]
             conn.execute("COMMIT")
         except BaseException:
@@ -383,20 +384,20 @@ class Storage:
         return _attribute(group, new_ids or set())
 
     @staticmethod
-    def _newest(conn: sqlite3.Connection, column: str, count: int) -> list[str]:
-        """`column` of the last `count` rows, oldest first, in one call (not one per row).
+    def _newest(conn: sqlite3.Connection, columns: str, count: int) -> list[list[Any]]:
+        """`columns` of the newest `count` rows, oldest first, in one call (not one per row).
 
-        New rows of this transaction are exactly the newest ones: the writer holds the write
-        lock and SQLite gives each row the next rowid.
+        Rows of this transaction are exactly the newest ones: the writer holds the write lock
+        and every new row id is above every earlier one (ids may skip, never go back).
         """
         (text,) = conn.execute(
-            f"SELECT json_group_array({column}) FROM "
-            "(SELECT id, " + column + " FROM events "
-            "WHERE id > (SELECT max(id) FROM events) - ? ORDER BY id)",
+            f"SELECT json_group_array(json_array({columns})) FROM "
+            f"(SELECT {columns} FROM events ORDER BY id DESC LIMIT ?)",
             (count,),
         ).fetchone()
-        values: list[str] = orjson.loads(text)
-        return values
+        rows: list[list[Any]] = orjson.loads(text)
+        rows.reverse()
+        return rows
 
     def _clear(self, item: _Clear) -> None:
         if not item.future.set_running_or_notify_cancel():
