@@ -256,3 +256,16 @@ def test_create_app_from_a_path_owns_its_store(db_path: Path) -> None:
         server.should_exit = True
         thread.join(10)
     assert stored_ids(db_path) == {"message-1"}
+
+
+def test_stop_ends_open_live_streams(db_path: Path) -> None:
+    """An open /api/stream does not hold a graceful stop: the stream ends and stop() returns
+    promptly."""
+    running = start(db_path)
+    pool = urllib3.PoolManager(retries=False)
+    stream = pool.request("GET", running.url + "/api/stream", preload_content=False, timeout=5.0)
+    assert stream.status == 200
+    started = time.monotonic()
+    running.stop()
+    assert time.monotonic() - started < 3.0
+    stream.release_conn()
