@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 import urllib3
 
+from trackline.cli import _event_table
+
 HELP = "send example events to a local collector and print what it stored"
 WRITE_KEY = "demo-write-key"
 
@@ -88,34 +90,9 @@ def send_examples(client: Any) -> int:
     return len(calls)
 
 
-def _about(event: Mapping[str, Any]) -> str:
-    """What an event was about, for the table."""
-    kind = event.get("type")
-    if kind == "track":
-        return str(event.get("event", ""))
-    if kind in ("page", "screen"):
-        return str(event.get("name", ""))
-    if kind == "group":
-        return f"group {event.get('groupId', '')}"
-    if kind == "alias":
-        return f"was {event.get('previousId', '')}"
-    traits = event.get("traits") or {}
-    return ("traits: " + ", ".join(sorted(traits)))[:48]
-
-
 def table(events: Sequence[Mapping[str, Any]]) -> str:
     """Stored events as a text table, in the order they were stored."""
-    rows = [("TYPE", "USER", "EVENT / NAME", "TIMESTAMP")]
-    for event in events:
-        user = event.get("userId") or f"(anonymous) {event.get('anonymousId', '')}"
-        rows.append((str(event["type"]), str(user), _about(event), str(event["timestamp"])))
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  "
-        + row[3]
-        for row in rows
-    )
+    return "\n".join([_event_table.header(), *(_event_table.row(event) for event in events)])
 
 
 def _stats_line(stats: Any) -> str:
@@ -172,7 +149,11 @@ def run(args: argparse.Namespace) -> int:
             print(_stats_line(stats))
             print(f"collector stored {len(events)} events")
             if args.serve:
-                print(f"\ncollector still serving on {collector.url} (Ctrl-C to stop)", flush=True)
+                print(
+                    f"\ncollector still serving on {collector.url}; watch events arrive at "
+                    f"{collector.url}/debugger (Ctrl-C to stop)",
+                    flush=True,
+                )
                 _wait_for_interrupt()
         finally:
             collector.stop()
