@@ -5,65 +5,23 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pytest
 
 import trackline
 from tests.support.capture import CaptureServer, Reply
+from tests.support.spool_support import message_id, returned_ids, run_child, spool_rows
 from trackline.config import resolve_spool
 
 MakeClient = Callable[..., trackline.Client]
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "flush_interval": 0.02}
 
 
-def spool_rows(directory: pathlib.Path) -> list[tuple[int, bytes]]:
-    """(seq, data) of every row in every spool file of `directory`, read by SQLite itself.
-
-    A live client holds its file exclusively, so this reads what processes that ended left.
-    """
-    rows: list[tuple[int, bytes]] = []
-    for path in sorted(directory.glob("spool-*.sqlite")):
-        db = sqlite3.connect(path)
-        try:
-            rows.extend(db.execute("SELECT seq, data FROM messages ORDER BY seq").fetchall())
-        finally:
-            db.close()
-    return rows
-
-
 def assert_accounted(stats: trackline.Stats) -> None:
     assert stats.unaccounted == 0, stats
-
-
-def run_child(
-    spool: pathlib.Path, host: str, ids: pathlib.Path, *options: str
-) -> subprocess.CompletedProcess[str]:
-    """Run tests/support/spool_child.py to its end; fails the test if it fails."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.support.spool_child", str(spool), host, str(ids), *options],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def read_ids(path: pathlib.Path) -> list[str]:
-    """The ids a child process wrote, one per complete line."""
-    return path.read_text().split() if path.exists() else []
-
-
-def message_id(data: bytes) -> str:
-    return str(orjson.loads(data)["messageId"])
 
 
 def test_each_message_is_in_the_spool_file_when_the_call_returns(
@@ -75,8 +33,8 @@ def test_each_message_is_in_the_spool_file_when_the_call_returns(
     spool, ids = tmp_path / "spool", tmp_path / "ids"
     run_child(spool, capture.url, ids, "--count", "40", "--crash")
     rows = spool_rows(spool)
-    assert len(read_ids(ids)) == 40
-    assert [message_id(data) for _, data in rows] == read_ids(ids)
+    assert len(returned_ids(ids)) == 40
+    assert [message_id(data) for _, data in rows] == returned_ids(ids)
 
 
 def test_delivered_messages_are_deleted_from_the_file(
@@ -86,7 +44,7 @@ def test_delivered_messages_are_deleted_from_the_file(
     leaves an empty spool file, and nothing is sent again by the next process."""
     spool, ids = tmp_path / "spool", tmp_path / "ids"
     run_child(spool, capture.url, ids, "--count", "250", "--flush", "--crash")
-    assert capture.delivered_ids() == read_ids(ids)
+    assert capture.delivered_ids() == returned_ids(ids)
     assert len(list(spool.glob("spool-*.sqlite"))) == 1
     assert spool_rows(spool) == []
 
@@ -97,8 +55,8 @@ def test_sync_mode_commits_then_sends_then_deletes(
     """With sync=True each call is spooled, sent on the calling thread and deleted on 2xx."""
     spool, ids = tmp_path / "spool", tmp_path / "ids"
     run_child(spool, capture.url, ids, "--count", "5", "--sync", "--crash")
-    assert capture.delivered_ids() == read_ids(ids)
-    assert len(read_ids(ids)) == 5
+    assert capture.delivered_ids() == returned_ids(ids)
+    assert len(returned_ids(ids)) == 5
     assert spool_rows(spool) == []
 
 

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import pathlib
 import random
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-import trackline
+from tests.support.spool_support import (
+    drain,
+    kill_child,
+    refused_url,
+    returned_ids,
+    start_child,
+    stored_ids,
+)
 from trackline.collector.server import RunningCollector, serve
 
 
@@ -34,70 +36,24 @@ def collector(tmp_path: pathlib.Path) -> Iterator[RunningCollector]:
         yield running
 
 
-def refused_url() -> str:
-    """A loopback URL where nothing listens: every request is refused, as in an outage."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def kill_rounds(
     spool: pathlib.Path, ids: pathlib.Path, hosts: list[str], rng: random.Random
 ) -> None:
     """Run one child per host, each SIGKILLed at a random moment after it is ready."""
     for host in hosts:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.spool_child", str(spool), host, str(ids)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        child = start_child(spool, host, ids)
         try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready", child.stderr
             time.sleep(rng.uniform(0.0, 0.25))
             assert child.poll() is None, "the child ended before it was killed"
-            child.send_signal(signal.SIGKILL)
         finally:
-            child.kill()
-            child.wait()
-            for stream in (child.stdout, child.stderr):
-                if stream is not None:
-                    stream.close()
-
-
-def returned_ids(path: pathlib.Path) -> list[str]:
-    """Ids the children wrote after their calls returned (a line cut by a kill is not one)."""
-    text = path.read_text()
-    lines = text.split("\n")
-    return [line for line in lines[:-1] if line]
-
-
-def stored_rows(database: pathlib.Path) -> list[str]:
-    """Every messageId row the collector stored, duplicates kept."""
-    db = sqlite3.connect(database)
-    try:
-        return [row[0] for row in db.execute("SELECT message_id FROM events")]
-    finally:
-        db.close()
-
-
-def drain(spool: pathlib.Path, host: str) -> trackline.Stats:
-    """Start one more client on the spool and let it deliver everything that was left."""
-    client = trackline.Client("spool-key", host=host, spool=spool, flush_interval=0.02)
-    try:
-        assert client.flush(20)
-    finally:
-        client.shutdown(5)
-    return client.stats
+            kill_child(child)
 
 
 def check_stored(
     tmp_path: pathlib.Path, collector: RunningCollector, ids: pathlib.Path, kills: int
 ) -> None:
     returned = returned_ids(ids)
-    stored = stored_rows(tmp_path / "events.sqlite3")
+    stored = stored_ids(tmp_path / "events.sqlite3")
     assert len(stored) == len(set(stored)), "a message was stored twice"
     missing = set(returned) - set(stored)
     assert not missing, f"{len(missing)} of {len(returned)} returned messages were lost"
@@ -131,7 +87,7 @@ def test_two_hundred_kills(tmp_path: pathlib.Path, collector: RunningCollector) 
     spool, ids = tmp_path / "spool", tmp_path / "ids"
     hosts = [collector.url if rng.random() < 0.6 else refused_url() for _ in range(200)]
     kill_rounds(spool, ids, hosts, rng)
-    stats = drain(spool, collector.url)
+    stats = drain(spool, collector.url, timeout=300)
     assert stats.unaccounted == 0, stats
     assert stats.dropped == {}, stats
     check_stored(tmp_path, collector, ids, kills=len(hosts))

@@ -255,9 +255,9 @@ class Spool(MemoryBuffer):
         if file.lost:
             return
         file.lost = True
-        count = self._count_lost(file)
         self._stop_using(file)
         target = self._unlocked(quarantine, file)
+        count = self._count_lost(file)
         logger.warning(
             "spool file %s is damaged; moved it to %s; %d message(s) lost", file.path, target, count
         )

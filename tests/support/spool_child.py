@@ -8,14 +8,18 @@ client is built (after adopting what earlier processes left).
 
 `--count N` stops after N calls, then flushes (`--flush`) and/or shuts down (`--shutdown`),
 or ends at once as a crash would (`--crash`: no shutdown, no exit hooks); without it, it
-tracks until killed. `--fork` forks after the first half, and both processes go
-on with the rest, the child writing its ids to IDS + ".child".
+tracks until killed. `--fork` forks after the first half (at once without `--count`), prints
+"forked PID", and both processes go on with the rest, the child writing its ids to IDS +
+".child". `--max-file-bytes N` limits the size of every file the process writes, which is
+how a full disk looks to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import signal
 import sys
 import time
 
@@ -34,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fork", action="store_true")
     parser.add_argument("--sync", action="store_true")
     parser.add_argument("--crash", action="store_true", help="end with os._exit, no shutdown")
+    parser.add_argument("--max-file-bytes", type=int, default=0, help="RLIMIT_FSIZE: a full disk")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between calls")
     parser.add_argument("--flush-at", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.max_file_bytes:
+        # Writes past the limit fail with EFBIG, as on a full disk, instead of killing us.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (args.max_file_bytes, args.max_file_bytes))
 
     client = trackline.Client(
         "spool-key",
@@ -58,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         while not args.count or index < args.count:
             if index == forked_at:
                 child = os.fork()
-                if child == 0:
+                if child:
+                    print(f"forked {child}", flush=True)
+                else:
                     out.close()
                     ids_path += ".child"
                     out = open(ids_path, "a", encoding="utf-8")  # noqa: SIM115
