@@ -9,6 +9,8 @@ import decimal
 import enum
 import json
 import re
+import sys
+import threading
 import uuid
 from typing import Any
 
@@ -92,6 +94,25 @@ def test_message_ids_are_unique() -> None:
     """Ids never repeat, even in a tight loop."""
     ids = {messages.new_message_id() for _ in range(50_000)}
     assert len(ids) == 50_000
+
+
+def test_message_ids_are_unique_across_threads_and_well_formed() -> None:
+    """Threads taking ids at once, across many refills of the id pool, never share one, and
+    every id is a version-4 UUID string."""
+    taken: list[list[str]] = [[] for _ in range(4)]
+
+    def take(into: list[str]) -> None:
+        for _ in range(20_000):
+            into.append(messages.new_message_id())
+
+    threads = [threading.Thread(target=take, args=(into,)) for into in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [mid for into in taken for mid in into]
+    assert len(set(ids)) == len(ids) == 80_000
+    assert {uuid.UUID(mid).version for mid in ids[::997]} == {4}
 
 
 def test_now_iso_matches_the_clock() -> None:
@@ -284,6 +305,20 @@ def test_common_python_values_serialise_sensibly() -> None:
     assert props["pair"] == [1, 2]
     assert props["point"] == {"x": 1, "y": 2}
     assert props["nan"] is None
+
+
+def test_integer_keys_are_written_as_strings() -> None:
+    """A dict with non-string keys still encodes: the keys become JSON strings."""
+    message = _track(properties={1: "one", "nested": {2.5: "x"}})
+    assert message["properties"] == {"1": "one", "nested": {"2.5": "x"}}
+
+
+def test_an_encoded_message_costs_its_length() -> None:
+    """The bytes kept for a message are sized to it, not to the encoder's working buffer."""
+    fields = messages.track_fields("E", {"k": "v"})
+    _, data = messages.build("track", fields, "u", None, None, None, None, None)
+    assert data.endswith(b"}")
+    assert sys.getsizeof(data) < len(data) + 64
 
 
 def test_decimal_is_written_exactly() -> None:

@@ -88,15 +88,16 @@ class MemoryBuffer:
         with self._lock:
             counters = self.counters
             counters.enqueued += 1
-            full = len(self._items) >= self._max_items or self._bytes + size > self._max_bytes
+            items = self._items
+            full = len(items) >= self._max_items or self._bytes + size > self._max_bytes
             if full and (block_timeout is None or not self._wait_for_room(size, block_timeout)):
                 counters.add_dropped(DropReason.QUEUE_FULL, 1)
                 return False
-            self._items.append(data)
+            items.append(data)
             self._bytes += size
             self._entered += 1
             counters.queued += 1
-            if len(self._items) == self._flush_at:
+            if len(items) == self._flush_at:
                 self._ready.notify()
             return True
 

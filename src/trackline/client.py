@@ -151,6 +151,7 @@ class Client:
         )
         if self._spool is not None and len(self._spool):
             self._workers.start()  # messages left in the spool by earlier processes go first
+        self._update_accepting()
 
     # -- the six calls -----------------------------------------------------------------------
 
@@ -169,13 +170,13 @@ class Client:
         mid, data = messages.build(
             "identify",
             messages.identify_fields(traits),
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            context=context,
-            integrations=integrations,
-            timestamp=timestamp,
-            message_id=message_id,
-            base_context=current_context(),
+            user_id,
+            anonymous_id,
+            context,
+            integrations,
+            timestamp,
+            message_id,
+            current_context(),
         )
         return self._enqueue(mid, data)
 
@@ -195,13 +196,13 @@ class Client:
         mid, data = messages.build(
             "track",
             messages.track_fields(event, properties),
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            context=context,
-            integrations=integrations,
-            timestamp=timestamp,
-            message_id=message_id,
-            base_context=current_context(),
+            user_id,
+            anonymous_id,
+            context,
+            integrations,
+            timestamp,
+            message_id,
+            current_context(),
         )
         return self._enqueue(mid, data)
 
@@ -222,13 +223,13 @@ class Client:
         mid, data = messages.build(
             "page",
             messages.page_fields(name, category, properties),
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            context=context,
-            integrations=integrations,
-            timestamp=timestamp,
-            message_id=message_id,
-            base_context=current_context(),
+            user_id,
+            anonymous_id,
+            context,
+            integrations,
+            timestamp,
+            message_id,
+            current_context(),
         )
         return self._enqueue(mid, data)
 
@@ -249,13 +250,13 @@ class Client:
         mid, data = messages.build(
             "screen",
             messages.page_fields(name, category, properties),
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            context=context,
-            integrations=integrations,
-            timestamp=timestamp,
-            message_id=message_id,
-            base_context=current_context(),
+            user_id,
+            anonymous_id,
+            context,
+            integrations,
+            timestamp,
+            message_id,
+            current_context(),
         )
         return self._enqueue(mid, data)
 
@@ -275,13 +276,13 @@ class Client:
         mid, data = messages.build(
             "group",
             messages.group_fields(group_id, traits),
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            context=context,
-            integrations=integrations,
-            timestamp=timestamp,
-            message_id=message_id,
-            base_context=current_context(),
+            user_id,
+            anonymous_id,
+            context,
+            integrations,
+            timestamp,
+            message_id,
+            current_context(),
         )
         return self._enqueue(mid, data)
 
@@ -303,19 +304,24 @@ class Client:
         mid, data = messages.build(
             "alias",
             fields,
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            context=context,
-            integrations=integrations,
-            timestamp=timestamp,
-            message_id=message_id,
-            base_context=current_context(),
+            user_id,
+            anonymous_id,
+            context,
+            integrations,
+            timestamp,
+            message_id,
+            current_context(),
         )
         return self._enqueue(mid, data)
 
     # -- the path of an accepted message -----------------------------------------------------
 
     def _enqueue(self, message_id: str, data: bytes) -> str | None:
+        if self._accepting:
+            if self._buffer.put(data, self._block_timeout):
+                return message_id
+            self._queue_full(data)
+            return None
         if self._closed:
             self._drop_now(data, DropReason.CLOSED, "the client was shut down")
             return None
@@ -327,13 +333,25 @@ class Client:
             return message_id if self._delivery.deliver(self._buffer.admit(data)) else None
         if not self._workers.started:
             self._workers.start()
+            self._update_accepting()
         if self._buffer.put(data, self._block_timeout):
             return message_id
+        self._queue_full(data)
+        return None
+
+    def _update_accepting(self) -> None:
+        """Whether a call may go straight to the buffer: open, sending in the background, and
+        the workers running. One flag read instead of four checks on every call."""
+        config = self.config
+        self._accepting = (
+            self._workers.started and not self._closed and config.send and not config.sync
+        )
+
+    def _queue_full(self, data: bytes) -> None:
         if self._spool is None:  # the spool reports its own drops, with their reason
             self._reporter.dropped(
                 DeliveryError(DropReason.QUEUE_FULL, "the buffer is full"), [data], 1
             )
-        return None
 
     def _drop_now(self, data: bytes, reason: DropReason, detail: str) -> None:
         self._buffer.count_dropped(reason)
@@ -363,6 +381,7 @@ class Client:
             if self._closed:
                 return True
             self._closed = True
+            self._accepting = False
         wait = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         flushed = self.flush(wait)

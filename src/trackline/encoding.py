@@ -27,6 +27,11 @@ MAX_BATCH_BYTES: Final = 500_000
 MAX_BATCH_MESSAGES: Final = 2500
 
 _OPTIONS: Final = orjson.OPT_NON_STR_KEYS
+# A message is encoded with a trailing newline that a slice then cuts off: see encode_message.
+# OPT_NON_STR_KEYS nearly doubles orjson's time for every dict, so a message is first encoded
+# without it, and again with it only when that failed (a dict with an int key, say).
+_FAST_MESSAGE_OPTIONS: Final = orjson.OPT_APPEND_NEWLINE
+_MESSAGE_OPTIONS: Final = _OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 
 def _default(value: Any) -> Any:
@@ -43,17 +48,22 @@ def _default(value: Any) -> Any:
 def encode_message(message: Mapping[str, Any]) -> bytes:
     """Encode one message; raise a `MessageError` naming the offending field or the size."""
     try:
-        data = orjson.dumps(message, default=_default, option=_OPTIONS)
-    except orjson.JSONEncodeError as exc:
-        raise _explain(message, exc) from None
-    if len(data) > MAX_MESSAGE_BYTES:
+        data = orjson.dumps(message, default=_default, option=_FAST_MESSAGE_OPTIONS)
+    except orjson.JSONEncodeError:
+        try:
+            data = orjson.dumps(message, default=_default, option=_MESSAGE_OPTIONS)
+        except orjson.JSONEncodeError as exc:
+            raise _explain(message, exc) from None
+    size = len(data) - 1
+    if size > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(
-            "message",
-            f"is {len(data)} bytes once encoded; the limit is {MAX_MESSAGE_BYTES} bytes",
+            "message", f"is {size} bytes once encoded; the limit is {MAX_MESSAGE_BYTES} bytes"
         )
     # orjson hands back its working buffer, at least 4 KB whatever the length; a queued
     # message must cost its length, or max_queue_bytes would bound ten times less than it says.
-    return bytes(memoryview(data))
+    # Slicing off the newline copies into an object of exactly the right size, at a quarter of
+    # the cost of bytes(memoryview(data)).
+    return data[:-1]
 
 
 def dumps(value: Any) -> bytes:

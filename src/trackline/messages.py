@@ -6,8 +6,9 @@ its `properties` right after `track()` returns without touching what will be sen
 
 Speed matters here because it runs on the caller's thread for every event. A uuid4 costs more
 than everything else in this module together, so message ids come from a per-process random
-prefix and a counter (regenerated after `fork()`), and the timestamp's second part is formatted
-once per second.
+prefix and a counter (regenerated after `fork()`), handed out from blocks formatted a few
+thousand at a time; the timestamp is formatted once per millisecond; and the common call (no
+per-call context, ids given as strings) takes a path without helper calls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -33,10 +35,20 @@ MAX_MESSAGE_ID_CHARS: Final = 99
 Timestamp = dt.datetime | dt.date | str
 
 
+#: The last three hex digits of an id, in counting order: a block shares everything else.
+_LOW_DIGITS: Final = tuple(f"{n:03x}" for n in range(4096))
+
+
 class _MessageIds:
-    """UUID-shaped unique ids: 80 random bits per process, then a 48-bit counter."""
+    """UUID-shaped unique ids: 80 random bits per process, then a 48-bit counter.
+
+    Formatting one id costs more than the rest of a call's bookkeeping, so ids are made 4096 at
+    a time (one shared head, 4096 fixed tails) and popped one by one. `list.pop` is atomic, so
+    threads take distinct ids without a lock; only refilling takes one.
+    """
 
     def __init__(self) -> None:
+        self._refill_lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
@@ -44,18 +56,33 @@ class _MessageIds:
         hexed = f"{raw:020x}"
         # Version and variant nibbles make the id a well-formed UUID string for tools that check.
         self._prefix = f"{hexed[0:8]}-{hexed[8:12]}-4{hexed[13:16]}-a{hexed[17:20]}-"
-        self._counter = itertools.count()
+        self._blocks = itertools.count()
+        self._pool: list[str] = []
+        self._refill_lock = threading.Lock()  # a lock held by another thread at fork is lost
 
     def next(self) -> str:
-        n = next(self._counter)
-        if n >= 1 << 48:  # pragma: no cover - 2.8e14 messages from one process
-            self.reset()
-            n = next(self._counter)
-        return f"{self._prefix}{n:012x}"
+        try:
+            return self._pool.pop()
+        except IndexError:
+            return self._refill()
+
+    def _refill(self) -> str:
+        with self._refill_lock:
+            pool = self._pool
+            if not pool:
+                block = next(self._blocks)
+                if block >= 1 << 36:  # pragma: no cover - 2.8e14 messages from one process
+                    self.reset()
+                    block = next(self._blocks)
+                head = f"{self._prefix}{block:09x}"
+                pool = [head + low for low in reversed(_LOW_DIGITS)]
+                self._pool = pool
+            return pool.pop()
 
 
 _ids = _MessageIds()
 os.register_at_fork(after_in_child=_ids.reset)
+_next_id = _ids.next
 
 
 def new_message_id() -> str:
@@ -64,22 +91,36 @@ def new_message_id() -> str:
 
 
 _second_cache: tuple[int, str] = (-1, "")
+# One tuple, replaced whole, so a thread never pairs one millisecond with another's text.
+_millisecond_cache: tuple[int, str] = (-1, "")
 
 
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with milliseconds, e.g. `2026-11-28T14:00:07.123Z`."""
-    return format_epoch(time.time())
+    global _millisecond_cache
+    millisecond = time.time_ns() // 1_000_000
+    cached = _millisecond_cache
+    if cached[0] == millisecond:
+        return cached[1]
+    second, fraction = divmod(millisecond, 1000)
+    text = f"{_format_second(second)}.{fraction:03d}Z"
+    _millisecond_cache = (millisecond, text)
+    return text
 
 
 def format_epoch(now: float) -> str:
     """A POSIX time as UTC ISO-8601 with milliseconds; the second is formatted once per second."""
-    global _second_cache
     second = int(now)
+    return f"{_format_second(second)}.{int((now - second) * 1000):03d}Z"
+
+
+def _format_second(second: int) -> str:
+    global _second_cache
     cached_second, prefix = _second_cache
     if second != cached_second:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _second_cache = (second, prefix)
-    return f"{prefix}.{int((now - second) * 1000):03d}Z"
+    return prefix
 
 
 def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
@@ -136,7 +177,6 @@ def _text(value: object, field: str) -> str | None:
 def build(
     kind: str,
     fields: dict[str, Any],
-    *,
     user_id: object,
     anonymous_id: object,
     context: object,
@@ -147,34 +187,16 @@ def build(
 ) -> tuple[str, bytes]:
     """Assemble, validate and encode one message of type `kind` with its type-specific `fields`.
 
-    `fields` holds wire keys already checked by the caller (event, name, traits...); `None`
-    values are left out. `base_context` is context that applies to every call in scope (a web
-    request's ip and user agent, for example); the call's own `context` wins key by key.
+    `fields` holds wire keys already checked by the caller (event, name, traits...), without
+    `None` values: the `*_fields` functions below make it. `base_context` is context that
+    applies to every call in scope (a web request's ip and user agent, for example); the call's
+    own `context` wins key by key.
     """
-    uid = _identifier(user_id, "user_id")
-    anon = _identifier(anonymous_id, "anonymous_id")
+    uid = user_id if user_id.__class__ is str and user_id else _identifier(user_id, "user_id")
+    anon = None if anonymous_id is None else _identifier(anonymous_id, "anonymous_id")
     if uid is None and anon is None:
         raise InvalidMessage("user_id", "either user_id or anonymous_id is required")
-
-    if message_id is None:
-        mid = _ids.next()
-    elif isinstance(message_id, str):
-        if not message_id or len(message_id) > MAX_MESSAGE_ID_CHARS:
-            raise InvalidMessage(
-                "message_id", f"must be 1 to {MAX_MESSAGE_ID_CHARS} characters long"
-            )
-        mid = message_id
-    else:
-        raise InvalidMessageType("message_id", f"must be a string, not {type(message_id).__name__}")
-
-    ctx = _mapping(context, "context")
-    if ctx is None and base_context is None:
-        full_context: Mapping[str, Any] = _LIBRARY_CONTEXT
-    elif base_context is None or ctx is None:
-        full_context = {**(base_context or ctx or {}), "library": LIBRARY}
-    else:
-        full_context = _merge_context(base_context, ctx)
-
+    mid = _next_id() if message_id is None else _message_id(message_id)
     message: dict[str, Any] = {
         "type": kind,
         "messageId": mid,
@@ -184,14 +206,32 @@ def build(
         message["userId"] = uid
     if anon is not None:
         message["anonymousId"] = anon
-    for key, value in fields.items():
-        if value is not None:
-            message[key] = value
-    message["context"] = full_context
-    ints = _mapping(integrations, "integrations")
-    if ints is not None:
-        message["integrations"] = ints
+    message.update(fields)
+    if context is None and base_context is None:
+        message["context"] = _LIBRARY_CONTEXT
+    else:
+        message["context"] = _full_context(_mapping(context, "context"), base_context)
+    if integrations is not None:
+        message["integrations"] = _mapping(integrations, "integrations")
     return mid, encode_message(message)
+
+
+def _message_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidMessageType("message_id", f"must be a string, not {type(value).__name__}")
+    if not value or len(value) > MAX_MESSAGE_ID_CHARS:
+        raise InvalidMessage("message_id", f"must be 1 to {MAX_MESSAGE_ID_CHARS} characters long")
+    return value
+
+
+def _full_context(
+    own: Mapping[str, Any] | None, base: Mapping[str, Any] | None
+) -> Mapping[str, Any]:
+    if own is None and base is None:
+        return _LIBRARY_CONTEXT
+    if base is None or own is None:
+        return {**(base or own or {}), "library": LIBRARY}
+    return _merge_context(base, own)
 
 
 def _merge_context(base: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,25 +248,34 @@ def _merge_context(base: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str,
     return merged
 
 
+def _present(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
 def track_fields(event: object, properties: object) -> dict[str, Any]:
     """Wire fields of a track call."""
     if event is None or event == "":
         raise InvalidMessage("event", "track requires a non-empty event name")
-    return {"event": _text(event, "event"), "properties": _mapping(properties, "properties")}
+    name = event if event.__class__ is str else _text(event, "event")
+    if properties is None:
+        return {"event": name}
+    if properties.__class__ is not dict:
+        properties = _mapping(properties, "properties")
+    return {"event": name, "properties": properties}
 
 
 def identify_fields(traits: object) -> dict[str, Any]:
     """Wire fields of an identify call."""
-    return {"traits": _mapping(traits, "traits")}
+    return _present(traits=_mapping(traits, "traits"))
 
 
 def page_fields(name: object, category: object, properties: object) -> dict[str, Any]:
     """Wire fields of a page or screen call."""
-    return {
-        "name": _text(name, "name"),
-        "category": _text(category, "category"),
-        "properties": _mapping(properties, "properties"),
-    }
+    return _present(
+        name=_text(name, "name"),
+        category=_text(category, "category"),
+        properties=_mapping(properties, "properties"),
+    )
 
 
 def group_fields(group_id: object, traits: object) -> dict[str, Any]:
@@ -234,7 +283,7 @@ def group_fields(group_id: object, traits: object) -> dict[str, Any]:
     gid = _identifier(group_id, "group_id")
     if gid is None:
         raise InvalidMessage("group_id", "group requires a group_id")
-    return {"groupId": gid, "traits": _mapping(traits, "traits")}
+    return _present(groupId=gid, traits=_mapping(traits, "traits"))
 
 
 def alias_fields(previous_id: object) -> dict[str, Any]:
