@@ -15,7 +15,6 @@ back to the spool and is tried again after `backoff_cap`, before newer rows. In 
 
 from __future__ import annotations
 
-import bisect
 import logging
 import sqlite3
 import sys
@@ -28,9 +27,10 @@ from trackline.buffer import Batch, MemoryBuffer
 from trackline.config import Config
 from trackline.errors import DeliveryError
 from trackline.report import Reporter
+from trackline.spool_batch import HeldParts, SpoolBatch
 from trackline.spool_commit import GroupCommit
-from trackline.spool_file import Row, SpoolFile, is_corrupt, is_disk_full
-from trackline.spool_files import SpoolFiles, close_all, discard, quarantine
+from trackline.spool_file import Row, SpoolFile, is_corrupt
+from trackline.spool_files import SpoolFiles, Written, close_all, discard, quarantine
 from trackline.stats import DropReason
 
 logger = logging.getLogger(__name__)
@@ -38,27 +38,7 @@ logger = logging.getLogger(__name__)
 #: Give-up reasons that mean "not now" rather than "never": the part stays in the spool.
 _KEEP = frozenset({DropReason.RETRIES_EXHAUSTED, DropReason.DELIVERY_TIMEOUT})
 
-#: What one write did: the own file it wrote to, why its rows failed, files found damaged.
-_Written = tuple[SpoolFile | None, DeliveryError | None, list[SpoolFile]]
 _T = TypeVar("_T")
-
-
-class SpoolBatch(Batch):
-    """A batch that knows the file and the rows its messages came from."""
-
-    __slots__ = ("created", "file", "seqs")
-
-    def __init__(self, rows: list[Row], first_seq: int, file: SpoolFile | None) -> None:
-        items = [row[2] for row in rows]
-        super().__init__(items, first_seq, sum(len(item) + 1 for item in items))
-        self.file = file
-        self.seqs = [row[0] for row in rows]
-        self.created = [row[1] for row in rows]
-
-    def rows(self, start: int, end: int) -> list[Row]:
-        """Part [start, end) as rows again."""
-        seqs, created, items = self.seqs, self.created, self.items
-        return list(zip(seqs[start:end], created[start:end], items[start:end], strict=True))
 
 
 class Spool(MemoryBuffer):
@@ -70,15 +50,15 @@ class Spool(MemoryBuffer):
         self._max_spool_bytes = config.max_spool_bytes
         self._max_age = config.max_age
         self._synchronous = config.spool_synchronous
-        self._hold = config.backoff_cap
+        self._pause = config.backoff_cap
         self._reporter = reporter
         super().__init__(config.max_queue_size, config.max_queue_bytes, config.flush_at)
         self._open()
 
     def _init_state(self) -> None:
         super()._init_state()
-        self._commit = GroupCommit(self._lock, self._write, self._settle_written)
         self._files = SpoolFiles(self._directory, self._synchronous, self._reporter)
+        self._commit = GroupCommit(self._lock, self._files.write, self._settle_written)
         self._taking = threading.Lock()
         self._found = 0
         self._found_taken = 0
@@ -86,9 +66,7 @@ class Spool(MemoryBuffer):
         self._queued_rows = 0
         #: Message bytes held, from the call to the settling (what `max_spool_bytes` bounds).
         self._spooled_bytes = 0
-        #: Parts given back after an attempt ran out, oldest first, held until `_retry_at`.
-        self._retry: list[SpoolBatch] = []
-        self._retry_at = 0.0
+        self._held = HeldParts(self._pause)
         self._reports: list[tuple[DeliveryError, list[bytes], int]] = []
         self._released = False
 
@@ -165,48 +143,16 @@ class Spool(MemoryBuffer):
             self.counters.enqueued += 1
             self.counters.in_flight += 1
             self._spooled_bytes += len(data)
-            failed = self._commit.add(row, admitted=True) is not None
-            batch = SpoolBatch([row], row[0], None if failed else self._files.own)
+            written = not self._released and self._commit.add(row, admitted=True) is None
+            batch = SpoolBatch([row], row[0], self._files.own if written else None)
             self._in_flight[id(batch)] = batch
         self._drain_reports()
         return batch
 
-    # -- the writer (see spool_commit.py) ----------------------------------------------------
-
-    def _write(self, rows: list[Row], deletes: dict[SpoolFile, list[int]]) -> _Written:
-        """The I/O of one group commit, without the lock."""
-        broken = []
-        own = self._files.own
-        for file, seqs in deletes.items():
-            if file is own or file.lost:
-                continue
-            try:
-                file.write((), seqs)
-            except sqlite3.Error as exc:
-                if is_corrupt(exc):
-                    broken.append(file)
-                self._reporter.warn(
-                    "spool_delete", "cannot delete rows from %s: %s", file.path, exc
-                )
-        if own is None and rows:
-            own = self._files.open_own(rows[0][0])
-        if own is None:
-            if not rows:
-                return None, None, broken
-            detail = "no spool file could be created; see the warnings logged"
-            return None, DeliveryError(DropReason.SPOOL_FULL, detail), broken
-        try:
-            own.write(rows, deletes.get(own, ()))
-        except sqlite3.Error as exc:
-            if is_corrupt(exc):
-                broken.append(own)
-                return own, DeliveryError(DropReason.STORE_CORRUPT, f"spool file: {exc}"), broken
-            what = "the disk is full" if is_disk_full(exc) else "the spool cannot be written"
-            return own, DeliveryError(DropReason.SPOOL_FULL, f"{what}: {exc}"), broken
-        return own, None, broken
+    # -- the writer (see spool_commit.py; SpoolFiles.write does its I/O) ---------------------
 
     def _settle_written(
-        self, rows: list[Row], admitted: set[int], written: _Written
+        self, rows: list[Row], admitted: set[int], written: Written
     ) -> DeliveryError | None:
         """Account a group commit (lock held); returns why its rows failed, if they did."""
         own, error, broken = written
@@ -226,8 +172,8 @@ class Spool(MemoryBuffer):
             counters = self.counters
             assert error is not None
             for ordinal, _, data in rows:
-                self._spooled_bytes -= len(data)
-                if ordinal not in admitted:
+                if ordinal not in admitted:  # an admitted row is settled by its send
+                    self._spooled_bytes -= len(data)
                     counters.queued -= 1
                     counters.add_dropped(error.reason, 1)
             self._progress.notify_all()
@@ -301,8 +247,8 @@ class Spool(MemoryBuffer):
                 if self._closed or self._released:
                     return None
                 self._commit.commit_if_idle()
-                if self._retry:
-                    return self._take_retry(wait)
+                if self._held:
+                    return self._take_held(wait)
                 file = self._files.next_to_read()
                 if file is None:
                     return None
@@ -384,15 +330,15 @@ class Spool(MemoryBuffer):
         file.remaining -= len(rows)
         self._commit.delete(file, [row[0] for row in rows])
 
-    def _take_retry(self, wait: float) -> SpoolBatch | None:
+    def _take_held(self, wait: float) -> SpoolBatch | None:
         """Hand out the oldest given-back part once the pause is over (lock held)."""
-        pause = self._retry_at - time.monotonic()
+        pause = self._held.wait_left()
         if pause > 0:
             self._ready.wait(min(pause, wait))
             return None
-        part = self._retry.pop(0)
+        part = self._held.pop()
         self.counters.queued -= len(part)
-        rows = self._expire(part.file, part.rows(0, len(part)), time.time() - self._max_age)
+        rows = self._expire(part.file, part.rows(), time.time() - self._max_age)
         return self._batch(part.file, rows, part.first_seq)
 
     def resolve(
@@ -421,13 +367,12 @@ class Spool(MemoryBuffer):
             self.counters.in_flight -= end - start
             self.counters.queued += end - start
             part = SpoolBatch(batch.rows(start, end), batch.first_seq, batch.file)
-            bisect.insort(self._retry, part, key=lambda queued: queued.first_seq)
-            self._retry_at = time.monotonic() + self._hold
+            self._held.hold(part)
         self._reporter.warn(
             "spool_retry",
             "could not deliver %d message(s) now; they stay in the spool, next try in %gs",
             end - start,
-            self._hold,
+            self._pause,
         )
 
     def finish(self, batch: Batch) -> None:
@@ -442,7 +387,7 @@ class Spool(MemoryBuffer):
     # -- flush tracking ----------------------------------------------------------------------
 
     def _batch_ready(self) -> bool:
-        if self._retry:
+        if self._held:
             return True
         queued = self._queued_rows
         if not queued:
@@ -458,7 +403,7 @@ class Spool(MemoryBuffer):
         own = self._files.own
         if own is not None and own.untaken and own.cursor < target:
             return False
-        if any(part.first_seq < target for part in self._retry):
+        if self._held.holds_before(target):
             return False
         return all(batch.first_seq >= target for batch in self._in_flight.values())
 
@@ -480,7 +425,7 @@ class Spool(MemoryBuffer):
                 counters.in_flight -= count
                 counters.queued += count
             self._in_flight.clear()
-            self._retry.clear()
+            self._held.clear()
             self._released = True
             self._progress.notify_all()
             files = self._files.detach()
@@ -498,4 +443,4 @@ class Spool(MemoryBuffer):
             logger.warning("opening the spool after fork failed", exc_info=True)
 
     def __len__(self) -> int:
-        return self._queued_rows + sum(len(part) for part in self._retry)
+        return self._queued_rows + len(self._held)

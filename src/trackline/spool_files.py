@@ -11,17 +11,29 @@ the empty ones deleted.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from typing import Final
+from typing import Final, NamedTuple
 
 from trackline import spool_dir
+from trackline.errors import DeliveryError
 from trackline.report import Reporter
-from trackline.spool_file import SpoolFile
+from trackline.spool_file import Row, SpoolFile, is_corrupt, is_disk_full
+from trackline.stats import DropReason
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between attempts to create this process's spool file after a failure.
 REOPEN_INTERVAL: Final = 1.0
+
+
+class Written(NamedTuple):
+    """What one group commit did: the own file it wrote to (opened if there was none), why
+    its rows failed if they did, and the files found damaged on the way."""
+
+    own: SpoolFile | None
+    error: DeliveryError | None
+    broken: list[SpoolFile]
 
 
 class SpoolFiles:
@@ -107,6 +119,37 @@ class SpoolFiles:
             return None
         file.cursor = first_seq
         return file
+
+    def write(self, rows: list[Row], deletes: dict[SpoolFile, list[int]]) -> Written:
+        """The I/O of one group commit (by the one writer, without the spool's lock): delete
+        from each file, then insert `rows` into this process's file with its deletes."""
+        broken = []
+        own = self.own
+        for file, seqs in deletes.items():
+            if file is own or file.lost:
+                continue
+            try:
+                file.write((), seqs)
+            except sqlite3.Error as exc:
+                if is_corrupt(exc):
+                    broken.append(file)
+                self._reporter.warn("spool_delete", "cannot delete from %s: %s", file.path, exc)
+        if own is None and rows:
+            own = self.open_own(rows[0][0])
+        if own is None:
+            if not rows:
+                return Written(None, None, broken)
+            detail = "no spool file could be created; see the warnings logged"
+            return Written(None, DeliveryError(DropReason.SPOOL_FULL, detail), broken)
+        try:
+            own.write(rows, deletes.get(own, ()))
+        except sqlite3.Error as exc:
+            if is_corrupt(exc):
+                error = DeliveryError(DropReason.STORE_CORRUPT, f"spool file: {exc}")
+                return Written(own, error, [*broken, own])
+            what = "the disk is full" if is_disk_full(exc) else "the spool cannot be written"
+            return Written(own, DeliveryError(DropReason.SPOOL_FULL, f"{what}: {exc}"), broken)
+        return Written(own, None, broken)
 
     def next_to_read(self) -> SpoolFile | None:
         """The oldest file with rows not yet handed out."""
