@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -127,6 +128,31 @@ def test_an_outage_longer_than_the_memory_queue_holds_loses_nothing(
     stats = client.stats
     assert (stats.delivered, stats.dropped_total, stats.queued) == (600, 0, 0)
     assert_accounted(stats)
+
+
+def test_several_workers_deliver_every_message_once(
+    tmp_path: pathlib.Path, capture: CaptureServer, make_client: MakeClient
+) -> None:
+    """With three workers and eight calling threads, every message is delivered exactly once
+    and its row deleted."""
+    client = make_client("k", host=capture.url, spool=tmp_path, workers=3, flush_at=20, **FAST)
+    ids: list[str | None] = []
+
+    def calls() -> None:
+        ids.extend(client.track("u", "Threads", {"index": index}) for index in range(200))
+
+    threads = [threading.Thread(target=calls) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert client.flush(10)
+    assert None not in ids
+    assert sorted(capture.delivered_ids()) == sorted(ids)  # type: ignore[arg-type]
+    assert len(set(ids)) == 1600
+    assert client.shutdown(5)
+    assert os.listdir(tmp_path) == []
+    assert_accounted(client.stats)
 
 
 def test_a_full_spool_drops_new_messages_as_spool_full(

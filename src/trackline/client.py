@@ -364,7 +364,8 @@ class Client:
 
         Returns True when every message queued before the call has been delivered or dropped
         with a reason, False if `timeout` seconds passed first. With no timeout the wait is
-        bounded by `delivery_timeout`, which every batch is settled within.
+        bounded by `delivery_timeout`, which every batch is settled within; in durable mode
+        an outage holds batches on disk until `max_age`, so give such a flush a timeout.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         target = self._buffer.request_flush()
