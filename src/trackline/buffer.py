@@ -13,7 +13,9 @@ resolved in parts (a 413 splits them), so each batch remembers which index range
 
 from __future__ import annotations
 
+import bisect
 import collections
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +50,15 @@ class Batch:
         """The messages of every part that is still unresolved."""
         for start, end in sorted(self._unresolved.items()):
             yield from self.items[start:end]
+
+
+def _fitting(queue: collections.deque[bytes], max_items: int, max_bytes: int) -> int:
+    """How many messages from the front make one batch: at least one, at most `max_items`,
+    their sizes plus one separator each within `max_bytes`."""
+    ends = list(itertools.accumulate(map(len, itertools.islice(queue, max_items))))
+    # The batch up to message i takes ends[i] + i + 1 bytes, which grows with i.
+    fitting = bisect.bisect_right(range(len(ends)), max_bytes, key=lambda i: ends[i] + i + 1)
+    return max(fitting, 1)
 
 
 class MemoryBuffer:
@@ -140,17 +151,19 @@ class MemoryBuffer:
                 self._ready.wait(wait)
             if self._closed or not self._items:
                 return None
-            items: list[bytes] = []
-            size = 0
+            # The calling threads wait on this lock, so the batch is cut with C-level loops.
             queue = self._items
-            while queue and len(items) < max_items:
-                item_size = len(queue[0]) + 1
-                if items and size + item_size > max_bytes:
-                    break
-                items.append(queue.popleft())
-                size += item_size
+            count = len(queue)
+            if count <= max_items and self._bytes + count <= max_bytes:
+                items = list(queue)
+                queue.clear()
+                size = self._bytes + count
+            else:
+                count = _fitting(queue, max_items, max_bytes)
+                popleft = queue.popleft
+                items = [popleft() for _ in range(count)]
+                size = sum(map(len, items)) + count
             batch = Batch(items, self._taken, size)
-            count = len(items)
             self._taken += count
             self._bytes -= size - count
             self._in_flight[id(batch)] = batch

@@ -193,10 +193,10 @@ class Client:
         message_id: str | None = None,
     ) -> str | None:
         """Record an action the user performed. Returns the message id, or None if dropped."""
-        mid, data = messages.build(
-            "track",
-            messages.track_fields(event, properties),
+        mid, data = messages.build_track(
             user_id,
+            event,
+            properties,
             anonymous_id,
             context,
             integrations,

@@ -216,6 +216,57 @@ def build(
     return mid, encode_message(message)
 
 
+def build_track(
+    user_id: object,
+    event: object,
+    properties: object,
+    anonymous_id: object,
+    context: object,
+    integrations: object,
+    timestamp: Timestamp | None,
+    message_id: object,
+    base_context: Mapping[str, Any] | None = None,
+) -> tuple[str, bytes]:
+    """`build` for a track call. Most calls an app makes are this one with a string user id,
+    an event name, a dict of properties and nothing else, so that case skips the general
+    path's helper calls and intermediate dict; every other case goes through `build`."""
+    if (
+        base_context is None
+        and user_id.__class__ is str
+        and user_id
+        and event.__class__ is str
+        and event
+        and properties.__class__ is dict
+        and anonymous_id is None
+        and context is None
+        and integrations is None
+        and timestamp is None
+        and message_id is None
+    ):
+        mid = _next_id()
+        message = {
+            "type": "track",
+            "messageId": mid,
+            "timestamp": now_iso(),
+            "userId": user_id,
+            "event": event,
+            "properties": properties,
+            "context": _LIBRARY_CONTEXT,
+        }
+        return mid, encode_message(message)
+    return build(
+        "track",
+        track_fields(event, properties),
+        user_id,
+        anonymous_id,
+        context,
+        integrations,
+        timestamp,
+        message_id,
+        base_context,
+    )
+
+
 def _message_id(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidMessageType("message_id", f"must be a string, not {type(value).__name__}")
