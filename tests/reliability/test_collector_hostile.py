@@ -71,7 +71,11 @@ HOSTILE_VALUES = st.one_of(
         lambda depth: b'{"a":' * depth + b"1" + b"}" * depth
     ),
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats(allow_nan=False)
+        | st.text(),
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
         max_leaves=8,
     ).map(orjson.dumps),

@@ -123,7 +123,7 @@ QUICK = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 THOROUGH = settings(
-    max_examples=300,
+    max_examples=1000,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -139,5 +139,5 @@ def test_c22_accounting_holds_after_every_step(proxy: FaultProxy, store: Collect
 def test_c22_accounting_holds_after_every_step_thorough(
     proxy: FaultProxy, store: CollectorStore
 ) -> None:
-    """300 runs of up to 40 steps (minutes)."""
+    """A thousand runs of up to 40 steps (a minute or two)."""
     run_state_machine_as_test(lambda: DeliveryMachine(proxy, store), settings=THOROUGH)
