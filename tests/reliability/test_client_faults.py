@@ -281,3 +281,23 @@ def test_c11_slow_link_delivers_everything_in_order(
     account.assert_exact()
     position = {message_id: index for index, message_id in enumerate(ledger.sent)}
     assert [position[row] for row in store.stored_ids()] == list(range(200))
+
+
+def test_c2_outage_past_the_queue_bound_drops_the_overflow_exactly(
+    proxy: FaultProxy, store: CollectorStore, ledger: Ledger, ledger_client: MakeClient
+) -> None:
+    """An outage longer than the buffer holds: the buffer fills, every call after that is
+    dropped as queue_full (and reported by id), and once the collector is back everything that
+    was queued is stored: dropped[queue_full] = sent - stored, exactly."""
+    client = ledger_client(proxy.url, max_queue_size=100, flush_at=20)
+    proxy.down()
+    accepted = ledger.track_many(client, 300)
+    wait_until(lambda: client.stats.retries >= 1)
+    stats = client.stats
+    assert stats.queued + stats.in_flight == len(accepted)
+    proxy.up()
+    assert client.flush(5)
+    account = ledger.settle(client, store)
+    account.assert_exact()
+    assert account.dropped == {"queue_full": 300 - len(accepted)}
+    assert account.stored == len(accepted) >= 100
