@@ -273,3 +273,41 @@ def test_c18_fork_with_a_batch_in_flight_sends_everything_once(
     child_account.assert_exact()
     assert (parent_account.stored, child_account.stored) == (25, 30)
     assert len(rows) == len(set(rows)) == 55
+
+
+KILLED_SCRIPT = """
+import sys, time
+import trackline
+client = trackline.Client("k", host=sys.argv[1], max_queue_size=200, flush_at=50)
+n = 0
+while True:
+    message_id = f"killed-{n}"
+    if client.track("u", "E", message_id=message_id) is not None:
+        print(message_id, flush=True)
+    n += 1
+    time.sleep(0.0005)
+"""
+
+
+def test_c14_kill_9_loses_at_most_what_was_queued(proxy: FaultProxy, store: CollectorStore) -> None:
+    """kill -9 of a sending process (memory mode) loses what was queued or in flight at that
+    moment, and nothing else: every accepted event is stored except at most the buffer's bound
+    and the batch on the wire; durable mode (`spool=`) is there for the rest."""
+    proxy.add(Latency(seconds=0.05, direction=Direction.DOWNSTREAM))
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SCRIPT, proxy.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    accepted = [child.stdout.readline().strip() for _ in range(1000)]
+    child.kill()
+    rest, _ = child.communicate(timeout=10)
+    accepted += rest.split()
+    time.sleep(0.2)  # a batch the collector was committing when the sender died
+    stored = set(store.stored_ids())
+    assert stored <= set(accepted)
+    # The queue (200 at most) and the batch on the wire (which took at most as many).
+    lost = len(accepted) - len(stored)
+    assert lost <= 2 * 200, (lost, len(accepted))
