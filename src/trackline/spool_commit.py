@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from trackline.errors import DeliveryError
 from trackline.spool_file import Row, SpoolFile
@@ -26,6 +26,9 @@ from trackline.stats import DropReason
 logger = logging.getLogger(__name__)
 
 Outcome = TypeVar("Outcome")
+
+#: Seconds a caller waits for its group's leader before writing the group itself.
+LEADERLESS_AFTER: Final = 0.05
 
 
 class GroupCommit(Generic[Outcome]):
@@ -75,7 +78,10 @@ class GroupCommit(Generic[Outcome]):
         else:
             done = self._done[self._generation % 2]
             while self.durable <= ordinal:
-                done.wait()
+                # A leader interrupted by an exception (KeyboardInterrupt) leaves its group
+                # without a writer: after a while, a follower writes it.
+                if not done.wait(LEADERLESS_AFTER) and not self.writing:
+                    self.commit()
         return self._failed.pop(ordinal, None)
 
     def delete(self, file: SpoolFile, seqs: Iterator[int] | list[int]) -> None:

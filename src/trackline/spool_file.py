@@ -27,7 +27,7 @@ from trackline.spool_dir import FileLock
 #: Marks a SQLite file as a trackline spool ("TRKL").
 APPLICATION_ID: Final = 0x54524B4C
 SCHEMA_VERSION: Final = 1
-#: How long a statement waits for a lock held by another process (someone inspecting the file).
+#: How long opening a file waits while another process (a tool inspecting it) holds it.
 BUSY_TIMEOUT: Final = 1.0
 
 _SQLITE_CORRUPT: Final = 11
