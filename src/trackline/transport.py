@@ -53,9 +53,13 @@ class Transport(Protocol):
 
 
 def gzip_bytes(data: bytes) -> bytes:
-    """Compress `data` in the gzip format."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    return compressor.compress(data) + compressor.flush()
+    """Compress `data` in the gzip format.
+
+    One zlib call, not a compressor's compress() and flush(): each call lets go of the GIL,
+    and a worker competing with busy calling threads may wait up to the interpreter's switch
+    interval (5 ms) to get it back after each.
+    """
+    return zlib.compress(data, GZIP_LEVEL, wbits=31)
 
 
 class HttpTransport:
