@@ -1,0 +1,111 @@
+"""The benchmark's own parts: the counting sink counts what each library sends, and the table's
+ratios and verdicts follow the targets. No timing is asserted here; the figures live in bench/."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bench import sink, table
+
+
+@pytest.fixture
+def sink_url() -> Iterator[str]:
+    """The counting sink serving from a background thread on 127.0.0.1."""
+    started = threading.Event()
+    running: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[int] = loop.create_future()
+        server = asyncio.ensure_future(sink.serve(0, ready))
+        running.update(port=await ready, loop=loop, stop=asyncio.Event())
+        started.set()
+        await running["stop"].wait()
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield f"http://127.0.0.1:{running['port']}"
+    finally:
+        running["loop"].call_soon_threadsafe(running["stop"].set)
+        thread.join(10)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answer.read()
+        return int(answer.status)
+
+
+def test_count_events_reads_each_librarys_body() -> None:
+    """A Segment-style and a PostHog-style envelope count their batch, gzip or not; an array
+    counts its items, a single message one, anything not JSON nothing."""
+    segment = json.dumps({"batch": [{"type": "track"}] * 3, "sentAt": "x"}).encode()
+    posthog = json.dumps({"api_key": "k", "batch": [{"event": "e"}] * 2}).encode()
+    assert sink.count_events(segment) == 3
+    assert sink.count_events(gzip.compress(segment), "gzip") == 3
+    assert sink.count_events(gzip.compress(posthog)) == 2
+    assert sink.count_events(b'[{"a": 1}, {"b": 2}]') == 2
+    assert sink.count_events(b'{"type": "track"}') == 1
+    assert sink.count_events(b"not json") == 0
+
+
+def test_sink_answers_200_and_counts_until_expected(sink_url: str) -> None:
+    """Over a real socket: every POST is answered 200, and /_wait reports the expected count
+    reached, with the time of the answer that completed it."""
+    _post(f"{sink_url}/_reset?latency=0&expect=5", b"")
+    body = json.dumps({"batch": [{"type": "track"}] * 3}).encode()
+    assert _post(f"{sink_url}/v1/batch", gzip.compress(body), {"Content-Encoding": "gzip"}) == 200
+    assert _post(f"{sink_url}/batch/", json.dumps({"batch": [{}, {}]}).encode()) == 200
+    with urllib.request.urlopen(f"{sink_url}/_wait?timeout=10", timeout=20) as answer:
+        state = json.loads(answer.read())
+    assert state["done"] is True
+    assert (state["events"], state["requests"]) == (5, 2)
+    assert state["last_at"] > 0
+
+
+def test_paired_ratio_pairs_runs_of_the_same_repetition() -> None:
+    """A ratio is taken within each repetition, then the median of those is reported."""
+    mine = [{"v": 1.0}, {"v": 2.0}, {"v": 10.0}]
+    theirs = [{"v": 10.0}, {"v": 10.0}, {"v": 10.0}]
+    assert table.paired_ratio(mine, theirs, "v") == pytest.approx(0.2)
+    assert table.median(mine, "v") == 2.0
+
+
+def test_client_table_marks_each_target_met_or_not() -> None:
+    """Rows whose ratio to segment meets its target say yes, the others say no."""
+    runs: table.Runs = {
+        ("near", "trackline"): [
+            {"call_median_us": 1.0, "call_p99_us": 3.0, "throughput": 200.0, "cpu_per_100k": 1}
+        ],
+        ("near", "segment"): [
+            {"call_median_us": 20.0, "call_p99_us": 90.0, "throughput": 20.0, "cpu_per_100k": 5}
+        ],
+        ("far", "trackline"): [{"throughput": 100.0}],
+        ("far", "segment"): [{"throughput": 10.0}],
+        ("memory", "trackline"): [{"bytes_per_event": 300.0}],
+        ("memory", "segment"): [{"bytes_per_event": 1000.0}],
+    }
+    rendered = table.client_table(runs, ["trackline", "segment"], {"segment": "2.4.0"})
+    verdicts = {
+        line.split(" | ")[0].lstrip("| "): line.rstrip(" |").rsplit(" | ", 1)[-1]
+        for line in rendered.splitlines()[2:]
+    }
+    assert verdicts["track() call, median µs"] == "yes"  # 0.05 <= 0.1
+    assert verdicts["throughput, sink answering at once, events/s"] == "**no**"  # 10x < 15x
+    assert verdicts["throughput, sink 50 ms away, events/s"] == "**no**"  # 10x < 30x
+    assert verdicts["CPU seconds per 100k events (whole process)"] == "**no**"  # 0.2 > 0.1
+    assert verdicts["memory per queued event (RSS), bytes"] == "yes"  # 0.3 <= 0.4
