@@ -253,6 +253,24 @@ def test_bad_spool_option_names_itself(options: dict[str, Any], option: str) -> 
     assert info.value.option == option
 
 
+@pytest.mark.parametrize(("choice", "pragma"), [("normal", 1), ("full", 2)])
+def test_spool_synchronous_sets_sqlite_synchronous(
+    tmp_path: pathlib.Path,
+    capture: CaptureServer,
+    make_client: MakeClient,
+    choice: str,
+    pragma: int,
+) -> None:
+    """The choice reaches SQLite as synchronous=NORMAL (1) or FULL (2), and both deliver."""
+    client = make_client("k", host=capture.url, spool=tmp_path, spool_synchronous=choice, **FAST)
+    message_id = client.track("u", "Synchronous")
+    own = client._spool._files.own  # type: ignore[union-attr]
+    assert own is not None
+    assert own._db.execute("PRAGMA synchronous").fetchone() == (pragma,)
+    assert client.flush(5)
+    assert capture.delivered_ids() == [message_id]
+
+
 def test_defaults_of_durable_mode_are_the_documented_ones(tmp_path: pathlib.Path) -> None:
     """1 GiB, 7 days and synchronous NORMAL unless told otherwise."""
     client = trackline.Client("k", spool=tmp_path, send=False)
