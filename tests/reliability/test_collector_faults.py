@@ -128,6 +128,8 @@ def restart_under_load(
             flush_interval=0.05,
             backoff_base=0.02,
             backoff_cap=0.2,
+            # A restart takes a second or so: the retry budget is delivery_timeout, not a count.
+            max_retries=1000,
             timeout=5.0,
         )
         producing = threading.Event()
