@@ -18,7 +18,8 @@ Toxics, each switchable while traffic flows:
 `times` limits how many exchanges a toxic acts on and `toxicity` is the chance it acts on each
 (drawn from a seeded random source, so a run can be replayed). `down()` closes the listening
 socket, so connecting fails with ECONNREFUSED as if the server were stopped, and resets every
-open connection; `up()` listens again on the same port.
+open connection; `up()` listens again on the same port. `retarget()` points new connections at
+another server, so a server restarted on a new port keeps the address clients know.
 
 The proxy runs its own event loop on a daemon thread; every method is called from test threads.
 """
@@ -281,7 +282,7 @@ class FaultProxy:
         while True:
             try:
                 conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            except OSError:  # nothing left to accept (or no descriptor left to accept it with)
                 return
             conn.setblocking(False)
             task = self._loop.create_task(self._serve(conn, self._generation))
