@@ -180,6 +180,7 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {
+        "commit": _commit(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -188,20 +189,39 @@ def machine() -> dict[str, Any]:
     }
 
 
-def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -> str:
-    """The results file: command, machine, tables, notes."""
+def _commit() -> str:
+    """The measured code's commit, marked when src/ differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head} with local changes" if dirty else head or "unknown"
+
+
+def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -> tuple[str, str]:
+    """The results file (command, machine, tables, notes) and the summary for the README."""
     after = machine()
     versions = {lib: peers.version(lib) for lib in args.libs}
     command = "python -m bench.run " + shlex.join(args.argv)
     load = ", ".join(f"{a:.2f}" for a in before["load"])
     load_after = ", ".join(f"{a:.2f}" for a in after["load"])
     floor = runs.get(("near", "baseline"), [])
+    client = table.client_table(runs, args.libs, versions)
+    tuned = f"¹ trackline tuned: `{_options(peers.TUNED_OPTIONS)}`, for a distant API. "
+    tuned += "Not counted against the targets."
+    summary = [client, "", tuned]
     parts = [
         "# trackline benchmarks",
         "",
         f"Command: `{command.strip()}` (from the repository root, after "
         "`pip install -e '.[bench]'`).",
         "",
+        f"Code: commit {before['commit']}. "
         f"Machine: {before['cpus']} CPUs ({before['cpu']}), Python {before['python']}, "
         f"{before['date']}; load average {load} at the start and {load_after} at the end "
         "(other work was running on the same machine).",
@@ -212,7 +232,7 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
         "own process. Ratios are trackline's value over the peer's, taken within each "
         "repetition, median shown.",
         "",
-        table.client_table(runs, args.libs, versions),
+        client,
         "",
         "Every library runs with its own defaults (trackline: one worker, batches of up to "
         "2,500 messages or 500 KB, gzip on; the peers: one thread, batches of 100, no gzip), "
@@ -222,8 +242,7 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
         "answered the last event (each library's flush is called after the last event); CPU "
         "is the whole process over the same span.",
         "",
-        f"¹ trackline tuned: `{_options(peers.TUNED_OPTIONS)}`, for a distant API. "
-        "Not counted against the targets.",
+        tuned,
     ]
     if floor:
         parts += [
@@ -256,8 +275,26 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
             "",
             table.collector_table(runs, rows, COLLECTOR_TARGET),
         ]
+        summary += ["", table.collector_table(runs, rows, COLLECTOR_TARGET)]
     parts += ["", "## Every repetition", "", table.spread(runs, _describe), ""]
-    return "\n".join(parts)
+    summary += [
+        "",
+        f"Measured by `{command.strip()}` at commit {before['commit']}, {before['date']}.",
+    ]
+    return "\n".join(parts), "\n".join(summary)
+
+
+README_START: Final = "<!-- bench: the latest table, written by python -m bench.run --readme -->"
+README_END: Final = "<!-- bench: end of the table -->"
+
+
+def update_readme(summary: str) -> None:
+    """Put `summary` between the README's two bench markers."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start = text.index(README_START) + len(README_START)
+    end = text.index(README_END)
+    readme.write_text(f"{text[:start]}\n{summary}\n{text[end:]}", encoding="utf-8")
 
 
 def _options(options: dict[str, Any]) -> str:
@@ -288,6 +325,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100, help="collector load batch size")
     parser.add_argument("--quick", action="store_true", help="20k events, one repetition")
     parser.add_argument("--out", default=str(RESULTS / "latest.md"))
+    parser.add_argument("--readme", action="store_true", help="also update README's table")
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.quick:
@@ -319,8 +357,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         client_scenarios(args, runs, log)
     if "collector" in args.scenarios:
         collector_scenarios(args, runs, log)
-    report = render(args, runs, before)
+    report, summary = render(args, runs, before)
     out.write_text(report)
+    if args.readme:
+        update_readme(summary)
     out.with_suffix(".json").write_text(
         json.dumps({"machine": before, "runs": {f"{s}/{lib}": r for (s, lib), r in runs.items()}})
     )
