@@ -212,8 +212,8 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
     load_after = ", ".join(f"{a:.2f}" for a in after["load"])
     floor = runs.get(("near", "baseline"), [])
     client = table.client_table(runs, args.libs, versions)
-    tuned = f"¹ trackline tuned: `{_options(peers.TUNED_OPTIONS)}`, for a distant API. "
-    tuned += "Not counted against the targets."
+    tuned = f"¹ trackline with `{_options(peers.TUNED_OPTIONS)}`: one request in flight at a "
+    tuned += "time, like the peers. Not counted against the targets."
     summary = [client, "", tuned]
     parts = [
         "# trackline benchmarks",
@@ -234,8 +234,9 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
         "",
         client,
         "",
-        "Every library runs with its own defaults (trackline: one worker, batches of up to "
-        "2,500 messages or 500 KB, gzip on; the peers: one thread, batches of 100, no gzip), "
+        "Every library runs with its own defaults (trackline: up to 4 workers, started as a "
+        "backlog builds, batches of up to 2,500 messages or 500 KB, gzip on; the peers: one "
+        "thread, batches of 100, no gzip), "
         f"except the queue, sized to hold the {args.events:,} events of a run for every "
         "library, since none of the peers can make a caller wait for room and would drop what "
         "outruns its delivery. Throughput counts from the first call until the sink has "

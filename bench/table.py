@@ -110,7 +110,7 @@ def client_table(runs: Runs, libraries: Sequence[str], versions: dict[str, str])
 
 def _heading(lib: str, versions: dict[str, str]) -> str:
     if lib == "trackline-tuned":
-        return "trackline tuned¹"
+        return "trackline, 1 worker¹"
     name = {"segment": "segment-analytics-python"}.get(lib, lib)
     return f"{name} {versions.get(lib, '')}".strip()
 

@@ -514,19 +514,40 @@ def test_eight_threads_deliver_every_message_once(
     assert_accounted(client.stats)
 
 
-def test_several_workers_share_the_load(capture: CaptureServer, make_client: MakeClient) -> None:
-    """workers=3 keeps several requests in flight and still delivers each message once."""
-    capture.default = Reply(delay=0.1)
-    client = make_client("k", host=capture.url, workers=3, flush_at=10, flush_interval=0.05)
-    ids = []
-    for _ in range(6):
-        ids += [client.track("u", "E") for _ in range(10)]
-        time.sleep(0.01)
-    assert client.flush(5)
+def test_light_traffic_keeps_a_single_worker(
+    capture: CaptureServer, make_client: MakeClient
+) -> None:
+    """Batches that one worker keeps up with start no second thread."""
+    client = make_client("k", host=capture.url, workers=4, flush_at=10, flush_interval=0.05)
+    for _ in range(5):
+        for _ in range(10):
+            client.track("u", "E")
+        assert client.flush(5)
+    assert len(client._workers._threads) == 1
+
+
+def test_a_backlog_puts_several_requests_in_flight(
+    capture: CaptureServer, make_client: MakeClient
+) -> None:
+    """Under backlog up to `workers` requests overlap, and each message is delivered once."""
+    capture.default = Reply(delay=0.2)
+    client = make_client(
+        "k",
+        host=capture.url,
+        workers=3,
+        flush_at=100,
+        flush_interval=60.0,
+        gzip=False,
+        max_queue_size=20_000,
+    )
+    ids = [client.track("u", "E", {"pad": "x" * 400}) for _ in range(6000)]
+    assert client.flush(10)
     assert sorted(capture.delivered_ids()) == sorted(ids)
-    spans = sorted((r.at, r.at + 0.1) for r in capture.requests)
-    overlapping = any(b[0] < a[1] for a, b in itertools.pairwise(spans))
-    assert overlapping, "requests should overlap in time with three workers"
+    assert len(client._workers._threads) == 3
+    spans = sorted((r.at, r.at + 0.2) for r in capture.requests)
+    overlapping = sum(b[0] < a[1] for a, b in itertools.pairwise(spans))
+    assert overlapping >= 2, "requests should overlap in time with three workers"
+    assert_accounted(client.stats)
 
 
 def test_proxy_is_used_for_every_request(capture: CaptureServer, make_client: MakeClient) -> None:

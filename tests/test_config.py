@@ -80,7 +80,7 @@ def test_defaults_match_the_documented_ones() -> None:
         0.5,
         True,
         False,
-        1,
+        4,
     )
     assert (config.max_retries, config.delivery_timeout, config.queue_full) == (10, 600.0, "drop")
     assert (config.shutdown_timeout, config.proxy, config.on_error) == (5.0, None, None)

@@ -178,6 +178,10 @@ class MemoryBuffer:
             self._room.notify_all()
             return batch
 
+    def backlogged(self) -> bool:
+        """Whether a full batch is waiting: read without the lock, a hint for adding a worker."""
+        return len(self) >= self._flush_at
+
     def _batch_ready(self) -> bool:
         return len(self._items) >= self._flush_at or (
             self._taken < self._flush_target and bool(self._items)

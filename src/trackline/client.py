@@ -67,7 +67,7 @@ class Client:
         gzip: bool = True,
         sync: bool = False,
         send: bool = True,
-        workers: int = 1,
+        workers: int = 4,
         max_retries: int = 10,
         delivery_timeout: float = 600.0,
         backoff_base: float = 0.5,

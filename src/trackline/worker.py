@@ -1,8 +1,12 @@
 """Background worker threads: wait for a batch (by count, flush or interval), deliver it, repeat.
 
-Threads start lazily on the first message, so importing an app and forking it (gunicorn
-`--preload`) starts no thread in the parent that the children would lose. They are daemon
-threads: the interpreter's exit hook, not thread joins, decides how long exit may wait.
+The first thread starts lazily on the first message, so importing an app and forking it
+(gunicorn `--preload`) starts no thread in the parent that the children would lose. More
+threads, up to `workers`, start only when a backlog builds: a worker that took a full batch and
+left another full batch waiting starts the next one. An app sending a few events a second keeps
+one thread and one connection; a burst towards a far API gets several requests in flight, which
+is what throughput needs once each request costs a round trip. Threads are daemons: the
+interpreter's exit hook, not thread joins, decides how long exit may wait.
 """
 
 from __future__ import annotations
@@ -45,17 +49,25 @@ class Workers:
         self.started = False
 
     def start(self) -> None:
-        """Start the threads once; later calls do nothing."""
+        """Start the first thread once; later calls do nothing."""
         with self._lock:
             if self.started or self._stop.is_set():
                 return
-            for index in range(self._count):
-                thread = threading.Thread(
-                    target=self._run, name=f"{self._name}-{index}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
+            self._add_thread()
             self.started = True
+
+    def _grow(self) -> None:
+        """Start one more thread, if the limit allows, for a backlog one thread leaves behind."""
+        with self._lock:
+            if len(self._threads) < self._count and not self._stop.is_set():
+                self._add_thread()
+
+    def _add_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
 
     def join(self, deadline: float) -> bool:
         """Wait for the threads to end, until `deadline` (monotonic); True if they all did."""
@@ -70,6 +82,8 @@ class Workers:
             batch = buffer.take(MAX_BATCH_MESSAGES, max_bytes, self._interval)
             if batch is None:
                 continue
+            if len(self._threads) < self._count and buffer.backlogged():
+                self._grow()
             try:
                 self._delivery.deliver(batch)
             except Exception:  # pragma: no cover - a bug; keep the thread alive for the rest
