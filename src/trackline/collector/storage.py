@@ -70,11 +70,9 @@ CREATE TABLE IF NOT EXISTS event_counts (
     n INTEGER NOT NULL,
     PRIMARY KEY (type, source)
 ) WITHOUT ROWID;
--- Counting in a trigger keeps /api/stats O(1) and exact: an ignored duplicate fires nothing.
-CREATE TRIGGER IF NOT EXISTS events_counted AFTER INSERT ON events BEGIN
-    INSERT INTO event_counts (type, source, n) VALUES (NEW.type, NEW.source, 1)
-    ON CONFLICT (type, source) DO UPDATE SET n = n + 1;
-END;
+-- Counted per transaction (see _COUNT_NEW_ROWS), not by a per-row trigger, which cost a third
+-- of the insert time; early stores had the trigger.
+DROP TRIGGER IF EXISTS events_counted;
 CREATE TABLE IF NOT EXISTS totals (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     duplicates INTEGER NOT NULL,
@@ -84,6 +82,14 @@ INSERT OR IGNORE INTO totals (id, duplicates, rejected) VALUES (1, 0, 0);
 """
 
 _COLUMNS: Final = ", ".join(Row._fields)
+#: Adds the rows above a row id to the per-type, per-source counts, in one statement. Run in
+#: the transaction that inserted them, it counts exactly the new rows: the writer holds the
+#: write lock and new ids are above every earlier one; an ignored duplicate adds no row.
+_COUNT_NEW_ROWS: Final = """
+INSERT INTO event_counts (type, source, n)
+SELECT type, source, count(*) FROM events WHERE id > ? GROUP BY type, source
+ON CONFLICT (type, source) DO UPDATE SET n = n + excluded.n
+"""
 #: An event with its row id and source, composed as text: the body is already JSON.
 _META_ITEM: Final = (
     """'{"id":' || id || ',"source":' || json_quote(source) || ',"message":' || body || '}'"""
@@ -346,11 +352,14 @@ class Storage:
         live: list[LiveEvent] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            (last_id,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
             inserted = 0
             for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
                 part = rows[start : start + MAX_ROWS_PER_STATEMENT]
                 cursor = conn.execute(_insert_sql(len(part)), list(itertools.chain(*part)))
                 inserted += cursor.rowcount
+            if inserted:
+                conn.execute(_COUNT_NEW_ROWS, (last_id,))
             duplicates = len(rows) - inserted
             rejected = sum(item.rejected for item in group)
             if not rows and not rejected:
