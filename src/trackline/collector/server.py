@@ -187,9 +187,6 @@ def _server(
         log_config=None,  # a library never configures logging
         access_log=False,
         server_header=False,
-        # The peer address is what the loopback-only routes check; X-Forwarded-For from a
-        # local client must not change it (and the middleware costs every request).
-        proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return _Server(config, storage.hub)
