@@ -55,6 +55,17 @@ def get_client() -> Client:
         return _client
 
 
+def swap(client: Client | None) -> Client | None:
+    """Make `client` the default client (None: made afresh on next use); returns the old one.
+
+    For test helpers that route the module-level functions elsewhere for a while.
+    """
+    global _client
+    with _lock:
+        old, _client = _client, client
+    return old
+
+
 def flush(timeout: float | None = None) -> bool:
     """Flush the default client; see `Client.flush`."""
     return get_client().flush(timeout)

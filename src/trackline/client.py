@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
+#: The transport every new client uses instead of HTTP, while `trackline.testing.Capture`
+#: captures what an application sends (`Capture.installed()`); None otherwise.
+transport_override: Transport | None = None
+
 
 class Client:
     """Records analytics events and delivers them in batches from background threads.
@@ -113,13 +117,17 @@ class Client:
         )
         config = self.config
         self._block_timeout = config.block_timeout if config.queue_full == "block" else None
-        self._transport: Transport = transport or HttpTransport(
-            config.host,
-            config.write_key,
-            timeout=config.timeout,
-            gzip=config.gzip,
-            proxy=config.proxy,
-            connections=config.workers,
+        self._transport: Transport = (
+            transport
+            or transport_override
+            or HttpTransport(
+                config.host,
+                config.write_key,
+                timeout=config.timeout,
+                gzip=config.gzip,
+                proxy=config.proxy,
+                connections=config.workers,
+            )
         )
         self._reporter = Reporter(config.on_error, config.on_success)
         # Durable mode (`spool`) swaps the buffer for one on disk; see spool.py.

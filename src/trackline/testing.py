@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
-from unittest import mock
 
 from trackline import _default
 from trackline import client as client_module
@@ -85,22 +84,17 @@ class Capture:
         creates itself keep their options (asynchronous ones record after their flush, see
         `wait_for`). Everything is put back, and the clients made here shut down, on exit.
         """
-        with _default._lock:
-            saved_default = _default._client
-            _default._client = self.client()
+        saved_default = _default.swap(self.client())
         compat = sys.modules.get(_COMPAT)
         saved_compat = vars(compat).get("default_client") if compat is not None else None
         if compat is not None:
             vars(compat)["default_client"] = None
+        saved_override, client_module.transport_override = client_module.transport_override, self
         try:
-            # Client builds its transport from this module-level name; replacing it is what
-            # lets clients created by the application (not by the test) record here too.
-            with mock.patch.object(client_module, "HttpTransport", return_value=self):
-                yield self
+            yield self
         finally:
-            with _default._lock:
-                made: list[Any] = [_default._client]
-                _default._client = saved_default
+            client_module.transport_override = saved_override
+            made: list[Any] = [_default.swap(saved_default)]
             compat = sys.modules.get(_COMPAT)
             if compat is not None:
                 made.append(vars(compat).get("default_client"))
