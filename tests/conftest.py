@@ -4,13 +4,17 @@ that fails a test when trackline logged an error it otherwise swallowed."""
 from __future__ import annotations
 
 import logging
+import pathlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import trackline
 from tests.support.capture import CaptureServer
+
+if TYPE_CHECKING:
+    from trackline.collector import RunningCollector
 
 
 @pytest.fixture
@@ -33,6 +37,15 @@ def make_client() -> Iterator[Callable[..., trackline.Client]]:
     yield make
     for client in clients:
         client.shutdown(timeout=1.0)
+
+
+@pytest.fixture
+def collector(tmp_path: pathlib.Path) -> Iterator[RunningCollector]:
+    """The local collector (which dedupes on messageId) on 127.0.0.1 with a fresh database."""
+    from trackline.collector import serve
+
+    with serve(tmp_path / "events.sqlite3") as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import pathlib
 import random
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,14 +25,7 @@ from tests.support.spool_support import (
     start_child,
     stored_ids,
 )
-from trackline.collector.server import RunningCollector, serve
-
-
-@pytest.fixture
-def collector(tmp_path: pathlib.Path) -> Iterator[RunningCollector]:
-    """The local collector (which dedupes on messageId) on a fresh database."""
-    with serve(tmp_path / "events.sqlite3") as running:
-        yield running
+from trackline.collector.server import RunningCollector
 
 
 def kill_rounds(

@@ -8,9 +8,6 @@ import os
 import pathlib
 import signal
 import time
-from collections.abc import Iterator
-
-import pytest
 
 import trackline
 from tests.support.spool_support import (
@@ -23,13 +20,7 @@ from tests.support.spool_support import (
     start_child,
     stored_ids,
 )
-from trackline.collector.server import RunningCollector, serve
-
-
-@pytest.fixture
-def collector(tmp_path: pathlib.Path) -> Iterator[RunningCollector]:
-    with serve(tmp_path / "events.sqlite3") as running:
-        yield running
+from trackline.collector.server import RunningCollector
 
 
 def test_two_live_processes_share_a_directory_and_send_nothing_twice(

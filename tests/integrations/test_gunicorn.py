@@ -17,14 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
 from tests.integrations.serving import fetch
-from trackline.collector import RunningCollector, serve
+from trackline.collector import RunningCollector
 from trackline.collector.storage import EventQuery
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -63,13 +62,6 @@ def start_gunicorn(app: str, host: str, sock: socket.socket) -> subprocess.Popen
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-@pytest.fixture
-def collector(tmp_path: pathlib.Path) -> Iterator[RunningCollector]:
-    """The local collector, in this process, storing to a fresh SQLite file."""
-    with serve(tmp_path / "events.db") as running:
-        yield running
 
 
 def stored(collector: RunningCollector) -> list[dict[str, Any]]:
