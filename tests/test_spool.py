@@ -65,7 +65,7 @@ def test_an_empty_spool_leaves_no_file_after_shutdown(
     tmp_path: pathlib.Path, capture: CaptureServer, make_client: MakeClient
 ) -> None:
     """A clean shutdown with everything delivered removes the spool file and its lock."""
-    client = make_client("k", host=capture.url, spool=tmp_path, **FAST)
+    client = make_client("k", host=capture.url, spool=tmp_path, workers=1, **FAST)
     ids = [client.track("u", "Sent", {"index": index}) for index in range(250)]
     assert client.flush(5)
     assert capture.delivered_ids() == ids
@@ -82,7 +82,7 @@ def test_shutdown_keeps_what_it_could_not_send_and_the_next_client_sends_it_firs
     """Shutdown during an outage drops nothing: the rows stay on disk, `queued` counts them,
     and a client started later on the same spool sends them first, in order."""
     capture.default = Reply(503)
-    first = make_client("k", host=capture.url, spool=tmp_path, **FAST)
+    first = make_client("k", host=capture.url, spool=tmp_path, workers=1, **FAST)
     early = [first.track("u", "Early", {"index": index}) for index in range(120)]
     assert not first.shutdown(0.3)
     assert len(spool_rows(tmp_path)) == 120
@@ -91,7 +91,7 @@ def test_shutdown_keeps_what_it_could_not_send_and_the_next_client_sends_it_firs
     assert stats.dropped == {}
 
     capture.default = Reply(200)
-    second = make_client("k", host=capture.url, spool=tmp_path, **FAST)
+    second = make_client("k", host=capture.url, spool=tmp_path, workers=1, **FAST)
     assert second.stats.queued == 120
     late = [second.track("u", "Late", {"index": index}) for index in range(30)]
     assert second.flush(5)
@@ -113,6 +113,7 @@ def test_an_outage_longer_than_the_memory_queue_holds_loses_nothing(
         spool=tmp_path,
         max_queue_size=50,
         max_retries=1,
+        workers=1,
         **FAST,
     )
     ids = [client.track("u", "Outage", {"index": index}) for index in range(600)]
@@ -190,7 +191,7 @@ def test_messages_older_than_max_age_are_dropped_as_expired(
     """Rows left on disk longer than max_age are dropped as `expired` when their turn comes,
     reported to on_error with their content, and deleted; newer ones are sent."""
     capture.default = Reply(503)
-    first = make_client("k", host=capture.url, spool=tmp_path, **FAST)
+    first = make_client("k", host=capture.url, spool=tmp_path, workers=1, **FAST)
     stale = [first.track("u", "Stale", {"index": index}) for index in range(10)]
     first.shutdown(0.1)
     time.sleep(0.3)

@@ -274,7 +274,7 @@ def test_c11_slow_link_delivers_everything_in_order(
     proxy.add(Latency(seconds=0.1, jitter=0.05, direction=Direction.UPSTREAM))
     proxy.add(Latency(seconds=0.1, jitter=0.05, direction=Direction.DOWNSTREAM))
     proxy.add(Bandwidth(bytes_per_second=32_000, direction=Direction.UPSTREAM))
-    client = ledger_client(proxy.url, flush_at=50, timeout=5.0)
+    client = ledger_client(proxy.url, workers=1, flush_at=50, timeout=5.0)
     ledger.track_many(client, 200, pad="z" * 100)
     assert client.flush(10)
     account = ledger.settle(client, store)

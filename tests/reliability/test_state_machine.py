@@ -46,6 +46,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.client = trackline.Client(
             "machine-key",
             host=proxy.url,
+            workers=1,  # the machine checks arrival order, which one worker keeps
             on_error=self.ledger.on_error,
             max_queue_size=MAX_QUEUE,
             flush_at=10,
