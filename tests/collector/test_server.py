@@ -124,7 +124,8 @@ def test_good_requests_pass_while_slow_clients_hold_connections(
             sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")
         started = time.monotonic()
         assert http.post("/v1/batch", {"batch": [message(1)]}).status == 200
-        assert time.monotonic() - started < 0.5
+        # Held behind them it would wait for their header deadline (1 s in these tests).
+        assert time.monotonic() - started < 0.8
     finally:
         for sock in stuck:
             sock.close()

@@ -47,7 +47,7 @@ def test_keep_alive_requests_are_not_held_by_delayed_acks(collector: RunningColl
         took.append(time.perf_counter() - started)
         assert answer.status == 200
     connection.close()
-    assert statistics.median(took) < 0.02, [f"{t * 1e3:.1f}" for t in took]
+    assert statistics.median(took) < 0.03, [f"{t * 1e3:.1f}" for t in took]
 
 
 def test_s10_storage_locked_by_another_process_is_503_never_200(
