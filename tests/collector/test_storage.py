@@ -13,7 +13,8 @@ import pytest
 from tests.collector.conftest import message
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.live import LiveEvent
-from trackline.collector.storage import EventQuery, Storage, StorageError, WriteResult
+from trackline.collector.store import EventQuery, StorageError, WriteResult
+from trackline.collector.store import SQLiteStore as Storage
 
 
 def rows(*numbers: int, source: str = "key", **fields: object) -> list[Row]:

@@ -24,7 +24,7 @@ import pytest
 
 from tests.integrations.serving import fetch
 from trackline.collector import RunningCollector
-from trackline.collector.storage import EventQuery
+from trackline.collector.store import EventQuery
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 APPS = {

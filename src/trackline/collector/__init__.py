@@ -16,14 +16,17 @@ from __future__ import annotations
 from trackline.collector.access import OpenBindError
 from trackline.collector.app import create_app
 from trackline.collector.server import RunningCollector, run, serve, start
-from trackline.collector.storage import Storage, StorageError
+from trackline.collector.store import SQLiteStore, Storage, StorageError, Store, open_store
 
 __all__ = [
     "OpenBindError",
     "RunningCollector",
+    "SQLiteStore",
     "Storage",
     "StorageError",
+    "Store",
     "create_app",
+    "open_store",
     "run",
     "serve",
     "start",

@@ -35,7 +35,7 @@ from trackline.collector.ingest import (
     process,
 )
 from trackline.collector.live import Lagged, LiveEvent
-from trackline.collector.storage import EventQuery, Storage, StorageError
+from trackline.collector.store import EventQuery, StorageError, Store, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -96,20 +96,20 @@ class _Collector:
 
     def __init__(
         self,
-        database: str | os.PathLike[str] | Storage,
+        database: str | os.PathLike[str] | Store,
         write_keys: Iterable[str],
         body_timeout: float,
         lock_timeout: float,
     ) -> None:
         self._database = database
-        self._storage = database if isinstance(database, Storage) else None
+        self._storage = None if isinstance(database, str | os.PathLike) else database
         self._lock_timeout = lock_timeout
         self.keys = WriteKeys(write_keys)
         self.body_timeout = body_timeout
         self._in_flight = 0
 
     @property
-    def storage(self) -> Storage:
+    def storage(self) -> Store:
         if self._storage is None:
             raise RuntimeError("the collector app has not started (no lifespan startup)")
         return self._storage
@@ -119,8 +119,8 @@ class _Collector:
         """Open the store when the app owns it (created from a path), close it at shutdown."""
         owned = None
         if self._storage is None:
-            assert not isinstance(self._database, Storage)
-            owned = self._storage = Storage(self._database, lock_timeout=self._lock_timeout)
+            assert isinstance(self._database, str | os.PathLike)
+            owned = self._storage = open_store(self._database, lock_timeout=self._lock_timeout)
         try:
             yield
         finally:
@@ -201,7 +201,7 @@ class _Collector:
 
     async def list_events(self, request: Request) -> Response:
         """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
-        `meta=1` wraps each message with its row id and source (see `Storage.events`)."""
+        `meta=1` wraps each message with its row id and source (see `Store.events`)."""
         params = request.query_params
         try:
             meta = _flag(params.get("meta"))
@@ -339,7 +339,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    database: str | os.PathLike[str] | Storage,
+    database: str | os.PathLike[str] | Store,
     *,
     write_keys: Iterable[str] = (),
     body_timeout: float = 30.0,
@@ -348,7 +348,7 @@ def create_app(
     """The collector as an ASGI app.
 
     `database` is a SQLite file path (the app opens it at startup and closes it at shutdown)
-    or an open `Storage` the caller owns. With `write_keys`, only those keys may write (401
+    or an open `Store` the caller owns. With `write_keys`, only those keys may write (401
     otherwise); with none, any non-empty key may, and it is recorded as the source. A request
     body must arrive within `body_timeout` seconds (408 otherwise). A commit waits
     `lock_timeout` seconds for a lock held elsewhere before the request gets 503.

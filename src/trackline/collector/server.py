@@ -30,7 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from trackline.collector.access import WriteKeys, check_bind
 from trackline.collector.app import create_app
 from trackline.collector.live import EventHub
-from trackline.collector.storage import Storage
+from trackline.collector.store import Store, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _url(sock: socket.socket) -> str:
 
 
 def _server(
-    storage: Storage,
+    storage: Store,
     write_keys: Iterable[str],
     header_timeout: float,
     body_timeout: float,
@@ -197,7 +197,7 @@ class RunningCollector:
     """A collector serving from a background thread; `stop()` it (or leave `serve`)."""
 
     url: str
-    storage: Storage
+    storage: Store
     _server: _Server = dataclasses.field(repr=False)
     _thread: threading.Thread = dataclasses.field(repr=False)
 
@@ -234,7 +234,7 @@ def start(
     """
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
-    storage = Storage(database, lock_timeout=lock_timeout, fsync=fsync)
+    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
     try:
         sock = _listen(host, port)
         url = _url(sock)
@@ -302,7 +302,7 @@ def run(
     store. `on_ready(url)` is called once the socket listens."""
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
-    storage = Storage(database, lock_timeout=lock_timeout, fsync=fsync)
+    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
     try:
         sock = _listen(host, port)
         server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)

@@ -34,6 +34,7 @@ import orjson
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
+from trackline.collector.store.base import EventQuery, Stats, StorageError, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -102,43 +103,6 @@ def _insert_sql(rows: int) -> str:
     return f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES {values}"
 
 
-class StorageError(Exception):
-    """The store cannot take writes right now (locked, full, failing disk, closed)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WriteResult:
-    """How a request's rows fared: stored now, or already stored before (same messageId)."""
-
-    accepted: int
-    duplicates: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventQuery:
-    """Filters of `GET /api/events`; `since` is a timestamp in the stored form."""
-
-    type: str | None = None
-    user_id: str | None = None
-    anonymous_id: str | None = None
-    event: str | None = None
-    source: str | None = None
-    q: str | None = None
-    since: str | None = None
-    limit: int = 100
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Stats:
-    """Totals for `GET /api/stats`."""
-
-    events: int
-    by_type: dict[str, int]
-    by_source: dict[str, int]
-    duplicates: int
-    rejected: int
-
-
 @dataclasses.dataclass(slots=True)
 class _Write:
     rows: Sequence[Row]
@@ -155,7 +119,7 @@ class _Clear:
 _STOP: Final = object()
 
 
-class Storage:
+class SQLiteStore:
     """An event store in one SQLite file; safe to use from any thread, `close()` idempotent.
 
     `lock_timeout` is how long a commit waits for a lock another connection holds before the
@@ -505,14 +469,14 @@ class Storage:
         if self._thread.is_alive():
             logger.warning("storage writer still busy after %s s; leaving it", timeout)
 
-    def __enter__(self) -> Storage:
+    def __enter__(self) -> SQLiteStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Storage({str(self.path)!r})"
+        return f"SQLiteStore({str(self.path)!r})"
 
 
 def _resolve(future: Any, outcome: WriteResult | BaseException) -> None:
