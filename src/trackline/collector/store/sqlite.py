@@ -35,6 +35,9 @@ import orjson
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
 from trackline.collector.store.base import EventQuery, Stats, StorageError, WriteResult
+from trackline.collector.store.group import PendingWrite as _Write
+from trackline.collector.store.group import resolve as _resolve
+from trackline.collector.store.group import settle
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +104,6 @@ _META_ITEM: Final = (
 def _insert_sql(rows: int) -> str:
     values = ",".join(["(" + ",".join("?" * len(Row._fields)) + ")"] * rows)
     return f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES {values}"
-
-
-@dataclasses.dataclass(slots=True)
-class _Write:
-    rows: Sequence[Row]
-    rejected: int
-    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
-    loop: asyncio.AbstractEventLoop | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -392,18 +387,7 @@ class SQLiteStore:
         else:
             item.future.set_result(count)
 
-    @staticmethod
-    def _settle(group: list[_Write], outcomes: Sequence[WriteResult | BaseException]) -> None:
-        """Hand results back; one wake-up per event loop, not one per request."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
-        for item, outcome in zip(group, outcomes, strict=True):
-            if item.loop is None:
-                _resolve(item.future, outcome)
-            else:
-                by_loop.setdefault(item.loop, []).append((item.future, outcome))
-        for loop, settled in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_resolve_all, settled)
+    _settle = staticmethod(settle)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -477,22 +461,6 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
-
-
-def _resolve(future: Any, outcome: WriteResult | BaseException) -> None:
-    if future.done():  # the waiter gave up (timeout or cancelled)
-        return
-    if isinstance(future, concurrent.futures.Future) and not future.set_running_or_notify_cancel():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
-def _resolve_all(settled: list[tuple[Any, Any]]) -> None:
-    for future, outcome in settled:
-        _resolve(future, outcome)
 
 
 def _attribute(group: list[_Write], new_ids: set[str]) -> list[WriteResult]:

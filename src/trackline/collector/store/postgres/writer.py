@@ -1,0 +1,415 @@
+"""The PostgreSQL store's writer: one thread, one connection, group commit, COPY.
+
+Like the SQLite writer, it takes every write waiting and commits them in one transaction;
+measured (bench/pg_drivers.py), that shape with COPY costs the least CPU on both sides of the
+connection. A group's transaction:
+
+1. takes the rotation lock shared and one id block per `BLOCK` rows (see `partitions.py`);
+2. sets aside rows whose messageId came earlier in the group, or is stored in the partition
+   before this one (one query, the ids sent as one JSON array);
+3. COPYs the rest straight into `events` (binary). A messageId already stored in this
+   partition fails the COPY; then the transaction starts over on the careful path: COPY into
+   a temporary table and `INSERT ... ON CONFLICT DO NOTHING`. Resends are rare, so the common
+   path pays for no conflict handling;
+4. appends the counts of what it stored (and the duplicate and rejected counts) and notifies
+   the other processes of the new id ranges, in one statement; then commits.
+
+Only then are the requests answered and live subscribers of this process given the rows (from
+memory: nothing is read back). A failed group fails every request in it with `StorageError`
+(503) and stores nothing; the connection is dropped and opened again for the next group, after
+a short pause so a database that is gone is not hammered.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import orjson
+import psycopg
+from psycopg import errors
+
+from trackline.collector.ingest import Row
+from trackline.collector.live import EventHub, LiveEvent
+from trackline.collector.store.base import StorageError, WriteResult
+from trackline.collector.store.group import PendingWrite, credit, resolve, settle
+from trackline.collector.store.postgres.connection import Watchdog, storage_error
+from trackline.collector.store.postgres.partitions import Partitions, part_of
+from trackline.collector.store.postgres.schema import (
+    BLOCK,
+    CHANNEL,
+    LOCK_SPACE,
+    ROTATE_LOCK,
+    SCHEMA,
+    partition_table,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Rows per group commit at most, which bounds one transaction's length.
+MAX_GROUP_ROWS: Final = 20_000
+#: Seconds a failed connection attempt is not repeated (groups fail at once meanwhile).
+RECONNECT_PAUSE: Final = 0.25
+
+_COLUMNS: Final = ", ".join(Row._fields)
+_TYPES: Final = ["int8"] + ["text"] * len(Row._fields)
+_STAGING: Final = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS staging (id bigint, "
+    + ", ".join(f"{column} text" for column in Row._fields)
+    + ") ON COMMIT DELETE ROWS"
+)
+_BOOKKEEPING: Final = f"""
+WITH counted AS (
+    INSERT INTO {SCHEMA}.event_counts (part, type, source, n)
+    SELECT * FROM unnest(%s::int[], %s::text[], %s::text[], %s::bigint[])
+), totalled AS (
+    INSERT INTO {SCHEMA}.totals (duplicates, rejected) SELECT %s, %s WHERE %s
+)
+SELECT pg_notify('{CHANNEL}', %s) WHERE %s
+"""
+
+
+@dataclasses.dataclass(slots=True)
+class PendingClear:
+    future: concurrent.futures.Future[Any]
+
+
+_STOP: Final = object()
+
+
+class _Conflict(Exception):
+    """A messageId of the group is already stored in its partition: take the careful path."""
+
+
+class Writer:
+    """The writer thread of one store. `connect()` opens its connection."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        url: str,
+        hub: EventHub,
+        partitions: Partitions,
+        watchdog: Watchdog,
+        deadline: float,
+        token: str,
+    ) -> None:
+        self._connect = connect
+        self._url = url
+        self._hub = hub
+        self._partitions = partitions
+        self._watchdog = watchdog
+        self._deadline = deadline
+        self._token = token
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._pending_lock = threading.Lock()
+        self.pending_rows = 0
+        self.healthy = True
+        self._closed = False
+        self._conn: psycopg.Connection[Any] | None = None
+        self._failed_at = -RECONNECT_PAUSE
+        self._last_error: StorageError | None = None
+        self._thread = threading.Thread(target=self._run, name="trackline-pg-writer", daemon=True)
+        self._thread.start()
+
+    # -- the queue -------------------------------------------------------------------------
+
+    def put(self, item: PendingWrite | PendingClear) -> None:
+        if self._closed:
+            raise StorageError("the store is closed")
+        if isinstance(item, PendingWrite):
+            with self._pending_lock:
+                self.pending_rows += len(item.rows)
+        self._queue.put(item)
+
+    def close(self, timeout: float | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("PostgreSQL writer still busy after %s s; leaving it", timeout)
+
+    def _run(self) -> None:
+        carry: object = None
+        while True:
+            item = carry if carry is not None else self._queue.get()
+            carry = None
+            if item is _STOP:
+                break
+            if isinstance(item, PendingClear):
+                self._clear(item)
+                continue
+            assert isinstance(item, PendingWrite)
+            group = [item]
+            size = len(item.rows)
+            while size < MAX_GROUP_ROWS:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(following, PendingWrite):
+                    carry = following
+                    break
+                group.append(following)
+                size += len(following.rows)
+            self._write_group(group)
+        closed = StorageError("the store is closed")
+        while True:
+            try:
+                late = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(late, PendingWrite):
+                settle([late], [closed])
+            elif isinstance(late, PendingClear):
+                resolve(late.future, closed)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- the connection --------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        if time.monotonic() - self._failed_at < RECONNECT_PAUSE and self._last_error:
+            raise self._last_error
+        self._drop_connection()
+        try:
+            self._conn = self._connect()
+        except (psycopg.Error, StorageError) as exc:
+            self._failed_at = time.monotonic()
+            error = exc if isinstance(exc, StorageError) else storage_error(exc, self._url)
+            self._last_error = error
+            raise error from exc
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- a group ---------------------------------------------------------------------------
+
+    def _write_group(self, group: list[PendingWrite]) -> None:
+        outcomes: Sequence[object]
+        try:
+            outcomes, live = self._commit_with_retry(group)
+            self.healthy = True
+        except StorageError as exc:
+            self.healthy = False
+            logger.warning("storage write failed (%d requests answered 503): %s", len(group), exc)
+            outcomes, live = [exc] * len(group), []
+        except Exception as exc:
+            self.healthy = False
+            logger.exception("unexpected storage failure")
+            outcomes, live = [StorageError(f"storage failure: {exc!r}")] * len(group), []
+        with self._pending_lock:
+            self.pending_rows -= sum(len(item.rows) for item in group)
+        if live:
+            self._hub.publish(live)
+        settle(group, outcomes)
+
+    def _commit_with_retry(
+        self, group: list[PendingWrite]
+    ) -> tuple[list[WriteResult], list[LiveEvent]]:
+        careful = False
+        for attempt in range(3):
+            conn = self._connection()
+            try:
+                with self._watchdog.guard(conn, self._deadline):
+                    return self._commit(conn, group, careful)
+            except _Conflict:
+                careful = True
+            except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+                # Two processes storing the same messageIds in opposite orders: one of them
+                # is told to start over, which then finds the other's rows stored.
+                if attempt == 2:
+                    raise storage_error(exc, self._url) from exc
+                careful = True
+            except errors.UndefinedTable as exc:
+                # A partition was dropped under this process's feet: learn which exist.
+                self._partitions.load(conn)
+                if attempt == 2:
+                    raise storage_error(exc, self._url) from exc
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    self._drop_connection()
+                raise storage_error(exc, self._url) from exc
+        raise AssertionError("unreachable")
+
+    def _commit(
+        self, conn: psycopg.Connection[Any], group: list[PendingWrite], careful: bool
+    ) -> tuple[list[WriteResult], list[LiveEvent]]:
+        rows = [row for item in group for row in item.rows]
+        rejected = sum(item.rejected for item in group)
+        with conn.transaction(), conn.cursor() as cur:
+            blocks = -(-len(rows) // BLOCK)
+            found = cur.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s, %s), ARRAY(SELECT "
+                f"nextval('{SCHEMA}.event_blocks') FROM generate_series(1, %s))",
+                (LOCK_SPACE, ROTATE_LOCK, blocks),
+            ).fetchone()
+            assert found is not None
+            starts: list[int] = found[1]
+            if not rows:
+                # A health probe or rejected messages only: a transaction id proves the
+                # database takes writes (a standby refuses one).
+                cur.execute("SELECT txid_current()")
+            ids = self._ids(conn, rows, starts)
+            fresh = self._fresh(conn, rows, ids)
+            if fresh:
+                if careful:
+                    stored = self._insert_carefully(cur, rows, ids, fresh)
+                else:
+                    self._copy(cur, rows, ids, fresh)
+                    stored = set(fresh)
+            else:
+                stored = set()
+            self._bookkeeping(cur, rows, ids, stored, rejected)
+        flags = [index in stored for index in range(len(rows))]
+        results = credit(group, flags)
+        live: list[LiveEvent] = []
+        if stored and self._hub.has_subscribers:
+            live = [
+                LiveEvent(ids[index], rows[index].body, rows[index].source)
+                for index in sorted(stored)
+            ]
+        return results, live
+
+    def _ids(
+        self, conn: psycopg.Connection[Any], rows: Sequence[Row], starts: Sequence[int]
+    ) -> list[int]:
+        """The id of each row: consecutive within each block of `BLOCK` rows."""
+        if any(not self._partitions.knows(part_of(start)) for start in starts):
+            self._partitions.load(conn)  # writing moved on to a partition made since
+        return [starts[index // BLOCK] + index % BLOCK for index in range(len(rows))]
+
+    def _fresh(
+        self, conn: psycopg.Connection[Any], rows: Sequence[Row], ids: Sequence[int]
+    ) -> list[int]:
+        """Positions of rows to store: the first of each messageId in the group, unless the
+        partition before the one it goes to holds it already."""
+        seen: set[str] = set()
+        fresh: list[int] = []
+        for index, row in enumerate(rows):
+            if row.message_id not in seen:
+                seen.add(row.message_id)
+                fresh.append(index)
+        by_previous: dict[int, list[int]] = collections.defaultdict(list)
+        for index in fresh:
+            previous = self._partitions.previous(part_of(ids[index]))
+            if previous is not None:
+                by_previous[previous].append(index)
+        stored_before: set[str] = set()
+        for previous, positions in by_previous.items():
+            found = conn.execute(
+                "SELECT value FROM jsonb_array_elements_text(%s::jsonb) AS wanted(value) "
+                f"WHERE EXISTS (SELECT 1 FROM {partition_table(previous)} "
+                "WHERE message_id = wanted.value)",
+                (orjson.dumps([rows[index].message_id for index in positions]).decode(),),
+            ).fetchall()
+            stored_before.update(value for (value,) in found)
+        if stored_before:
+            fresh = [index for index in fresh if rows[index].message_id not in stored_before]
+        return fresh
+
+    @staticmethod
+    def _copy(
+        cur: psycopg.Cursor[Any], rows: Sequence[Row], ids: Sequence[int], fresh: Sequence[int]
+    ) -> None:
+        try:
+            with cur.copy(f"COPY {SCHEMA}.events (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as c:
+                c.set_types(_TYPES)
+                for index in fresh:
+                    c.write_row((ids[index], *rows[index]))
+        except errors.UniqueViolation:
+            raise _Conflict() from None
+
+    @staticmethod
+    def _insert_carefully(
+        cur: psycopg.Cursor[Any], rows: Sequence[Row], ids: Sequence[int], fresh: Sequence[int]
+    ) -> set[int]:
+        cur.execute(_STAGING)
+        with cur.copy(f"COPY staging (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as c:
+            c.set_types(_TYPES)
+            for index in fresh:
+                c.write_row((ids[index], *rows[index]))
+        cur.execute(
+            f"INSERT INTO {SCHEMA}.events (id, {_COLUMNS}) SELECT id, {_COLUMNS} FROM staging "
+            "ORDER BY id ON CONFLICT DO NOTHING RETURNING id"
+        )
+        position = {ids[index]: index for index in fresh}
+        return {position[event_id] for (event_id,) in cur.fetchall()}
+
+    def _bookkeeping(
+        self,
+        cur: psycopg.Cursor[Any],
+        rows: Sequence[Row],
+        ids: Sequence[int],
+        stored: set[int],
+        rejected: int,
+    ) -> None:
+        counts: collections.Counter[tuple[int, str, str]] = collections.Counter(
+            (part_of(ids[index]), rows[index].type, rows[index].source) for index in stored
+        )
+        duplicates = len(rows) - len(stored)
+        payload = ""
+        if stored:
+            # The blocks holding stored rows: a listener reads exactly this transaction's rows.
+            blocks = sorted({ids[index] - ids[index] % BLOCK for index in stored})
+            payload = " ".join([self._token, *map(str, blocks)])
+        keys = list(counts)
+        cur.execute(
+            _BOOKKEEPING,
+            (
+                [key[0] for key in keys],
+                [key[1] for key in keys],
+                [key[2] for key in keys],
+                [counts[key] for key in keys],
+                duplicates,
+                rejected,
+                duplicates > 0 or rejected > 0,
+                payload,
+                bool(payload),
+            ),
+        )
+
+    # -- clear -----------------------------------------------------------------------------
+
+    def _clear(self, item: PendingClear) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        try:
+            conn = self._connection()
+            try:
+                with self._watchdog.guard(conn, self._deadline), conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, ROTATE_LOCK))
+                    conn.execute(
+                        f"LOCK TABLE {SCHEMA}.events, {SCHEMA}.event_counts, {SCHEMA}.totals "
+                        "IN ACCESS EXCLUSIVE MODE"
+                    )
+                    row = conn.execute(
+                        f"SELECT coalesce(sum(n), 0) FROM {SCHEMA}.event_counts"
+                    ).fetchone()
+                    conn.execute(
+                        f"TRUNCATE {SCHEMA}.events, {SCHEMA}.event_counts, {SCHEMA}.totals"
+                    )
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    self._drop_connection()
+                raise storage_error(exc, self._url) from exc
+        except StorageError as exc:
+            item.future.set_exception(exc)
+        else:
+            assert row is not None
+            item.future.set_result(int(row[0]))
