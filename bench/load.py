@@ -3,7 +3,8 @@
 Every request is built before the clock starts (unique messageIds, Basic auth, JSON bodies of
 `--batch` track messages), so the generator spends its time on the sockets only: asyncio on
 raw streams, one request in flight per connection. It prints one JSON line: events answered
-200, requests refused, and the seconds from the first byte sent to the last answer read.
+200, requests refused, the seconds from the first byte sent to the last answer read, and the
+median and 99th percentile of each request's time from sending to its answer.
 Because the collector answers 200 only after the commit, every event answered 200 is stored.
 
 Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]`.
@@ -64,11 +65,13 @@ async def _connection(
     address: tuple[str, int],
     pending: collections.deque[tuple[bytes, int]],
     totals: collections.Counter[str],
+    latencies: list[float],
 ) -> None:
     reader, writer = await asyncio.open_connection(*address)
     try:
         while pending:
             request, count = pending.popleft()
+            sent = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
@@ -79,6 +82,7 @@ async def _connection(
                 if name.strip().lower() == "content-length":
                     length = int(value)
             await reader.readexactly(length)
+            latencies.append(time.perf_counter() - sent)
             if status == 200:
                 totals["events"] += count
             else:
@@ -95,9 +99,13 @@ async def run(url: str, connections: int, events: int, batch: int) -> dict[str, 
     pending = collections.deque(build_requests(parts.netloc, events, batch))
     requests = len(pending)
     totals: collections.Counter[str] = collections.Counter()
+    latencies: list[float] = []
     start = time.monotonic()
-    await asyncio.gather(*(_connection(address, pending, totals) for _ in range(connections)))
+    await asyncio.gather(
+        *(_connection(address, pending, totals, latencies) for _ in range(connections))
+    )
     seconds = time.monotonic() - start
+    latencies.sort()
     return {
         "events": totals["events"],
         "requests": requests,
@@ -107,6 +115,9 @@ async def run(url: str, connections: int, events: int, batch: int) -> dict[str, 
         "throughput": totals["events"] / seconds,
         "connections": connections,
         "batch": batch,
+        # From the request's first byte sent to its answer read: the acknowledgement time.
+        "ack_p50_ms": latencies[len(latencies) // 2] * 1e3 if latencies else None,
+        "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else None,
     }
 
 

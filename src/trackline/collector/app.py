@@ -334,6 +334,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(orjson.dumps(document), exc.status_code, exc.headers, _JSON)
 
 
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    # A read the store could not answer (PostgreSQL gone or locked): try again shortly.
+    return _error(503, "storage_unavailable", str(exc), retry_after=True)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal_error", "the collector failed; see its log")
 
@@ -347,11 +352,12 @@ def create_app(
 ) -> Starlette:
     """The collector as an ASGI app.
 
-    `database` is a SQLite file path (the app opens it at startup and closes it at shutdown)
-    or an open `Store` the caller owns. With `write_keys`, only those keys may write (401
-    otherwise); with none, any non-empty key may, and it is recorded as the source. A request
-    body must arrive within `body_timeout` seconds (408 otherwise). A commit waits
-    `lock_timeout` seconds for a lock held elsewhere before the request gets 503.
+    `database` is a SQLite file path or a `postgresql://` URL (the app opens it at startup
+    and closes it at shutdown) or an open `Store` the caller owns. With `write_keys`, only
+    those keys may write (401 otherwise); with none, any non-empty key may, and it is
+    recorded as the source. A request body must arrive within `body_timeout` seconds (408
+    otherwise). A commit waits `lock_timeout` seconds for a lock held elsewhere before the
+    request gets 503.
     """
     collector = _Collector(database, write_keys, body_timeout, lock_timeout)
     routes = [
@@ -367,7 +373,11 @@ def create_app(
         Route("/healthz", collector.health, methods=["GET"]),
         *debugger.routes(),
     ]
-    handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
+    handlers: dict[Any, Any] = {
+        HTTPException: _http_error,
+        StorageError: _storage_unavailable,
+        Exception: _internal_error,
+    }
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=collector.lifespan)
     app.state.collector = collector
     return app

@@ -30,7 +30,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from trackline.collector.access import WriteKeys, check_bind
 from trackline.collector.app import create_app
 from trackline.collector.live import EventHub
-from trackline.collector.store import Store, open_store
+from trackline.collector.processes import Supervisor
+from trackline.collector.store import Store, is_postgres_url, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +125,15 @@ def _protocol_class(header_timeout: float) -> type[H11Protocol]:
 class _Server(uvicorn.Server):
     """uvicorn's server, ending live streams at shutdown and leaving signals to its caller."""
 
-    def __init__(self, config: uvicorn.Config, hub: EventHub) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        hub: EventHub,
+        signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
         super().__init__(config)
         self._hub = hub
+        self._signals = signals
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Open streams never end by themselves; uvicorn would wait for them until its timeout.
@@ -140,8 +147,7 @@ class _Server(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in self._signals}
         try:
             yield
         finally:
@@ -174,6 +180,7 @@ def _server(
     header_timeout: float,
     body_timeout: float,
     lock_timeout: float,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> _Server:
     app = create_app(
         storage, write_keys=write_keys, body_timeout=body_timeout, lock_timeout=lock_timeout
@@ -189,7 +196,7 @@ def _server(
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    return _Server(config, storage.hub)
+    return _Server(config, storage.hub, signals)
 
 
 @dataclasses.dataclass(eq=False)
@@ -226,15 +233,18 @@ def start(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    retention: float | None = None,
 ) -> RunningCollector:
     """Serve a collector on `host`:`port` from a background thread, ready when this returns.
 
-    Raises `OpenBindError` for a non-loopback `host` without `write_keys`, `StorageError` when
-    the database cannot be used, and `OSError` when the address is taken.
+    `database` is a SQLite file path or a `postgresql://` URL; `retention` (seconds, PostgreSQL
+    only) drops events older than that. Raises `OpenBindError` for a non-loopback `host`
+    without `write_keys`, `StorageError` when the database cannot be used, and `OSError` when
+    the address is taken.
     """
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
-    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
+    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
     try:
         sock = _listen(host, port)
         url = _url(sock)
@@ -267,6 +277,7 @@ def serve(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    retention: float | None = None,
 ) -> Iterator[RunningCollector]:
     """`start` a collector for the duration of a `with` block, then stop it gracefully."""
     running = start(
@@ -278,6 +289,7 @@ def serve(
         body_timeout=body_timeout,
         lock_timeout=lock_timeout,
         fsync=fsync,
+        retention=retention,
     )
     try:
         yield running
@@ -295,14 +307,41 @@ def run(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    retention: float | None = None,
+    processes: int = 1,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve in the foreground until SIGINT/SIGTERM, then shut down gracefully: stop
     accepting, finish in-flight requests (each answered only after its commit), close the
-    store. `on_ready(url)` is called once the socket listens."""
+    store. `on_ready(url)` is called once the socket listens.
+
+    With `processes` above 1, that many processes share the socket, each with its own
+    connection to the database (`trackline.collector.processes`); this needs PostgreSQL.
+    """
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
-    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
+    check_processes(database, processes)
+    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
+    if processes > 1:
+        # The store was opened to migrate it and to fail here, once, if it cannot be used;
+        # each process opens its own after the fork.
+        storage.close()
+        sock = _listen(host, port)
+        if on_ready is not None:
+            on_ready(_url(sock))
+
+        def serve_one() -> None:
+            own = open_store(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
+            try:
+                server = _server(
+                    own, keys, header_timeout, body_timeout, lock_timeout, (signal.SIGTERM,)
+                )
+                server.run(sockets=[sock])
+            finally:
+                own.close()
+
+        Supervisor(processes, serve_one, GRACEFUL_SHUTDOWN_SECONDS + 5.0).run()
+        return
     try:
         sock = _listen(host, port)
         server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)
@@ -311,3 +350,15 @@ def run(
         server.run(sockets=[sock])
     finally:
         storage.close()
+
+
+def check_processes(database: str | os.PathLike[str], processes: int) -> None:
+    """Refuse, with one line, a number of processes the store cannot take."""
+    if processes < 1:
+        raise ValueError(f"--processes must be at least 1, not {processes}")
+    if processes > 1 and not is_postgres_url(database):
+        raise ValueError(
+            "--processes needs a PostgreSQL database (--db postgresql://...): processes "
+            "sharing one SQLite file take turns for its write lock, which measured no faster "
+            "than one process, and would not see each other's live events"
+        )

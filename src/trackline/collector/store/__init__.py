@@ -11,14 +11,10 @@ import os
 
 from trackline.collector.store.base import EventQuery, Stats, StorageError, Store, WriteResult
 from trackline.collector.store.sqlite import SQLiteStore
+from trackline.collector.store.url import is_postgres_url, redact
 
 #: The SQLite store under the name earlier releases used.
 Storage = SQLiteStore
-
-
-def is_postgres_url(database: object) -> bool:
-    """Whether `database` names a PostgreSQL database (a `postgresql://` or `postgres://` URL)."""
-    return isinstance(database, str) and database.startswith(("postgresql://", "postgres://"))
 
 
 def open_store(
@@ -58,4 +54,5 @@ __all__ = [
     "WriteResult",
     "is_postgres_url",
     "open_store",
+    "redact",
 ]

@@ -8,8 +8,7 @@ for the tables and why they look so, `partitions.py` for rotation and retention.
 
 from __future__ import annotations
 
-from trackline.collector.store.postgres.connection import redact
 from trackline.collector.store.postgres.schema import VERSION as SCHEMA_VERSION
 from trackline.collector.store.postgres.store import PostgresStore
 
-__all__ = ["SCHEMA_VERSION", "PostgresStore", "redact"]
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]

@@ -24,34 +24,21 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from trackline.collector.store.base import StorageError
+from trackline.collector.store.url import redact
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: How often the watchdog looks for guards past their deadline.
 WATCHDOG_TICK_SECONDS: Final = 0.1
-
-
-def redact(url: str) -> str:
-    """`url` with its password replaced, for logs and messages."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<an invalid PostgreSQL URL>"
-    if "password" not in params:
-        return url
-    scheme, _, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return url  # the password came as a query parameter: show the host part only
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,7 +58,9 @@ class Timeouts:
         """The store's bounds from the collector's `lock_timeout` (the commit's lock wait)."""
         if not lock_timeout > 0:
             raise ValueError(f"lock_timeout must be greater than zero, not {lock_timeout}")
-        return cls(lock=lock_timeout, statement=lock_timeout + 2.0, connect=max(2.0, lock_timeout))
+        # A statement may wait for a lock and then still have work to do.
+        statement = lock_timeout + max(1.0, lock_timeout)
+        return cls(lock=lock_timeout, statement=statement, connect=max(2.0, lock_timeout))
 
 
 def conninfo(url: str, timeouts: Timeouts, role: str) -> str:
@@ -174,27 +163,31 @@ class Pool:
         self._closed = False
         self._changed = threading.Condition()
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection in autocommit mode for the block, whose work must end within the
-        pool's deadline; raises `StorageError`."""
-        conn = self._take()
-        try:
-            with self._watchdog.guard(conn, self._deadline):
-                yield conn
-        except psycopg.Error as exc:
-            raise storage_error(exc, self._url) from exc
-        finally:
-            self._give(conn)
+    def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work(conn)` on a connection in autocommit mode, within the pool's deadline;
+        raises `StorageError`. A connection that had been waiting idle and turns out to be
+        dead (the server restarted, or killed it) is replaced and `work` tried once more."""
+        for attempt in (1, 2):
+            conn, reused = self._take()
+            try:
+                with self._watchdog.guard(conn, self._deadline):
+                    return work(conn)
+            except psycopg.Error as exc:
+                if reused and conn.broken and attempt == 1:
+                    continue
+                raise storage_error(exc, self._url) from exc
+            finally:
+                self._give(conn)
+        raise AssertionError("unreachable")
 
-    def _take(self) -> psycopg.Connection[Any]:
+    def _take(self) -> tuple[psycopg.Connection[Any], bool]:
         deadline = time.monotonic() + self._wait
         with self._changed:
             while True:
                 if self._closed:
                     raise StorageError("the store is closed")
                 if self._idle:
-                    return self._idle.pop()
+                    return self._idle.pop(), True
                 if self._open < self._size:
                     self._open += 1
                     break
@@ -203,7 +196,7 @@ class Pool:
                     raise StorageError("every PostgreSQL connection for reading is busy")
                 self._changed.wait(remaining)
         try:
-            return psycopg.connect(self._info, autocommit=True)
+            return psycopg.connect(self._info, autocommit=True), False
         except BaseException as exc:
             with self._changed:
                 self._open -= 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import uuid
@@ -30,13 +31,13 @@ from trackline.collector.store.postgres.connection import (
     Timeouts,
     Watchdog,
     conninfo,
-    redact,
     storage_error,
 )
 from trackline.collector.store.postgres.listener import Listener
 from trackline.collector.store.postgres.partitions import Maintenance, Partitions
 from trackline.collector.store.postgres.schema import migrate
 from trackline.collector.store.postgres.writer import PendingClear, Writer
+from trackline.collector.store.url import redact
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ DEFAULT_PARTITION_SECONDS: Final = 86_400.0
 #: Seconds between maintenance passes.
 DEFAULT_MAINTENANCE_SECONDS: Final = 30.0
 #: Extra seconds a whole transaction gets beyond one statement's bound, before the watchdog
-#: drops its connection; stays inside the collector's request deadline (lock timeout + 10 s).
-_DEADLINE_MARGIN: Final = 3.0
+#: drops its connection; with the statement's bound (twice the lock timeout), it stays inside
+#: the collector's request deadline (lock timeout + 10 s) for lock timeouts up to 9 s.
+_DEADLINE_MARGIN: Final = 1.0
 
 
 class PostgresStore:
@@ -176,28 +178,28 @@ class PostgresStore:
     def events(self, query: EventQuery, *, meta: bool = False) -> bytes:
         """Stored messages matching `query`, newest first, as one JSON array; with `meta`,
         each is `{"id": row id, "source": write key, "message": {...}}`."""
-        with self._pool.connection() as conn:
-            return reads.events(conn, query, meta=meta)
+        return self._pool.run(functools.partial(reads.events, query=query, meta=meta))
 
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
-        with self._pool.connection() as conn:
-            return reads.event(conn, message_id)
+        return self._pool.run(functools.partial(reads.event, message_id=message_id))
 
     def stats(self) -> Stats:
         """Totals by type and by source, and the duplicate and rejected counts."""
-        with self._pool.connection() as conn:
-            return reads.stats(conn)
+        return self._pool.run(reads.stats)
 
     # -- upkeep ----------------------------------------------------------------------------
 
     def maintain(self) -> bool:
         """Run one maintenance pass now (see `partitions.Maintenance`); False when another
         process holds the maintenance lock. Raises `StorageError`."""
-        with self._pool.connection() as conn:
+
+        def upkeep(conn: psycopg.Connection[Any]) -> bool:
             done = self._maintenance.run(conn)
             self._partitions.load(conn)
-        return done
+            return done
+
+        return self._pool.run(upkeep)
 
     def _maintain_forever(self) -> None:
         while not self._stop.wait(self._maintenance_seconds):

@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 MAX_GROUP_ROWS: Final = 20_000
 #: Seconds a failed connection attempt is not repeated (groups fail at once meanwhile).
 RECONNECT_PAUSE: Final = 0.25
+#: Seconds idle after which the connection is checked before a group uses it.
+IDLE_PROBE_SECONDS: Final = 5.0
 
 _COLUMNS: Final = ", ".join(Row._fields)
 _TYPES: Final = ["int8"] + ["text"] * len(Row._fields)
@@ -115,6 +117,7 @@ class Writer:
         self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
         self._failed_at = -RECONNECT_PAUSE
+        self._used_at = 0.0
         self._last_error: StorageError | None = None
         self._thread = threading.Thread(target=self._run, name="trackline-pg-writer", daemon=True)
         self._thread.start()
@@ -179,13 +182,24 @@ class Writer:
     # -- the connection --------------------------------------------------------------------
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return self._conn
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            if time.monotonic() - self._used_at < IDLE_PROBE_SECONDS:
+                return conn
+            # Idle for a while: the server may have restarted or killed it meanwhile. A probe
+            # now costs one round trip; finding out with a request's rows costs a 503.
+            try:
+                with self._watchdog.guard(conn, self._deadline):
+                    conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                pass
         if time.monotonic() - self._failed_at < RECONNECT_PAUSE and self._last_error:
             raise self._last_error
         self._drop_connection()
         try:
             self._conn = self._connect()
+            self._used_at = time.monotonic()
         except (psycopg.Error, StorageError) as exc:
             self._failed_at = time.monotonic()
             error = exc if isinstance(exc, StorageError) else storage_error(exc, self._url)
@@ -245,6 +259,8 @@ class Writer:
                 if conn.broken or conn.closed:
                     self._drop_connection()
                 raise storage_error(exc, self._url) from exc
+            finally:
+                self._used_at = time.monotonic()
         raise AssertionError("unreachable")
 
     def _commit(
