@@ -172,7 +172,8 @@ def summary(results: list[dict[str, Any]]) -> str:
         {(r["engine"], r["processes"]) for r in results}, key=lambda k: (k[0] != "postgres", k[1])
     )
     lines = [
-        "| engine | processes | events/s stored | ack p50 ms | ack p99 ms | CPU s per 100k: collector | PostgreSQL | load generator | machine busy |",
+        "| engine | processes | events/s stored | ack p50 ms | ack p99 ms "
+        "| CPU s per 100k: collector | PostgreSQL | load generator | machine busy |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     one = {}
@@ -191,8 +192,9 @@ def summary(results: list[dict[str, Any]]) -> str:
             else ""
         )
         lines.append(
-            f"| {engine} | {processes} | {med['events_per_s']:,.0f}{ratio} | {med['ack_p50_ms']:.1f} | "
-            f"{med['ack_p99_ms']:.1f} | {med['collector_cpu_per_100k']:.2f} | "
+            f"| {engine} | {processes} | {med['events_per_s']:,.0f}{ratio} "
+            f"| {med['ack_p50_ms']:.1f} | {med['ack_p99_ms']:.1f} "
+            f"| {med['collector_cpu_per_100k']:.2f} | "
             f"{med['postgres_cpu_per_100k']:.2f} | {med['load_cpu_per_100k']:.2f} | "
             f"{med['machine_busy']:.0%} |"
         )
@@ -233,7 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="trackline-scale-") as directory:
-        for rep in range(args.reps):
+        for _ in range(args.reps):
             for engine in args.engines:
                 for processes in args.processes:
                     result = measure(engine, processes, args, directory)

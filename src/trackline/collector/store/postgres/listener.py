@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: How long one wait for notifications lasts (also how soon a stop is noticed).
 POLL_SECONDS: Final = 0.5
+#: After a notification, how long to gather more before reading their rows at once.
+GATHER_SECONDS: Final = 0.01
 #: How often an idle listening connection proves it is alive.
 PROBE_SECONDS: Final = 5.0
 #: Longest pause between attempts to listen again after losing the connection.
@@ -94,8 +96,12 @@ class Listener:
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         probed = time.monotonic()
         while not self._stop.is_set():
+            notes = list(conn.notifies(timeout=POLL_SECONDS, stop_after=1))
+            if notes:
+                # Whatever else arrives within a moment goes out in the same read.
+                notes += conn.notifies(timeout=GATHER_SECONDS)
             blocks: list[int] = []
-            for note in conn.notifies(timeout=POLL_SECONDS):
+            for note in notes:
                 token, _, spans = note.payload.partition(" ")
                 self.received += 1
                 if token != self._token:
