@@ -72,6 +72,23 @@ LEAVING = """<!doctype html>
 """
 
 
+#: An app that bundles analytics.js itself (the npm package's UMD build stands in for the
+#: app's bundle) and configures nothing but the write key and the collector as `cdnURL`.
+BUNDLED = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Bundled</title><link rel="icon" href="data:,"></head>
+<body>
+<script src="/bundle.js"></script>
+<script>
+  var analytics = AnalyticsNext.AnalyticsBrowser.load(
+    {writeKey: {{ key|tojson }}, cdnURL: {{ collector|tojson }}});
+  analytics.track("Bundled App Opened");
+</script>
+</body>
+</html>
+"""
+
+
 def shop_app() -> Flask:
     """The shop: its pages render the loader with `trackline_snippet()`; `/checkout` makes a
     server-side track with no ids at all."""
@@ -92,6 +109,16 @@ def shop_app() -> Flask:
         client: trackline.Client = current_app.config["SERVER_CLIENT"]
         client.track(event="Order Completed", properties={"revenue": 39.95})
         return "thanks"
+
+    @app.get("/bundled")
+    def bundled() -> str:
+        config = current_app.config
+        return render_template_string(BUNDLED, collector=config["TRACKLINE_HOST"], key=KEY)
+
+    @app.get("/bundle.js")
+    def bundle() -> tuple[bytes, dict[str, str]]:
+        umd: Path = current_app.config["UMD_BUILD"]
+        return umd.read_bytes(), {"Content-Type": "text/javascript"}
 
     @app.get("/done")
     def done() -> str:
@@ -130,7 +157,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, analytics_js: Path) -> Iterat
         serve(database, write_keys=[KEY], allow_origins=[shop], analytics_js=analytics_js) as c,
     ):
         client = trackline.Client(KEY, host=c.url, sync=True)
-        app.config.update(TRACKLINE_WRITE_KEY=KEY, TRACKLINE_HOST=c.url, SERVER_CLIENT=client)
+        app.config.update(
+            TRACKLINE_WRITE_KEY=KEY,
+            TRACKLINE_HOST=c.url,
+            SERVER_CLIENT=client,
+            UMD_BUILD=analytics_js.with_name("index.js"),
+        )
         try:
             yield Site(shop, elsewhere, c, Http(c.url))
         finally:
@@ -224,6 +256,19 @@ def test_a_server_side_track_shares_the_browsers_anonymous_id(
     assert order["context"]["library"]["name"] == "trackline"
     assert order["context"]["page"]["url"] == site.shop + "/checkout"
     assert shop.errors == []
+
+
+def test_a_bundled_app_needs_only_the_collector_as_cdn_url(
+    visit: Callable[[str], Visit], site: Site
+) -> None:
+    """`AnalyticsBrowser.load({writeKey, cdnURL})` with the collector as `cdnURL` and nothing
+    else: the settings it fetches send its events to the collector."""
+    bundled = visit(site.shop + "/bundled")
+    [event] = site.events(1)
+    assert event["event"] == "Bundled App Opened"
+    assert event["context"]["page"]["url"] == site.shop + "/bundled"
+    assert bundled.errors == []
+    assert only_site_requests(bundled, site) == []
 
 
 def test_send_beacon_and_keepalive_fetch_on_unload_arrive(
