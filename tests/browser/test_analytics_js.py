@@ -28,12 +28,17 @@ from trackline.integrations.request import cookie_id
 
 KEY = "shop-frontend-7d1c"
 
-PAGE = """<!doctype html>
+#: Every page's start; the icon keeps Chromium from asking the shop for /favicon.ico.
+HEAD = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>Shop</title>
 <link rel="icon" href="data:,">
+"""
+
+PAGE = (
+    HEAD
+    + """<title>Shop</title>
 {{ trackline_snippet() }}
 </head>
 <body>
@@ -45,14 +50,12 @@ PAGE = """<!doctype html>
 </body>
 </html>
 """
+)
 
 #: A page that reports its own unload twice: with sendBeacon and with fetch(keepalive).
-LEAVING = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Leaving</title>
-<link rel="icon" href="data:,">
+LEAVING = (
+    HEAD
+    + """<title>Leaving</title>
 {{ trackline_snippet(page=False) }}
 <script>
   addEventListener("pagehide", function () {
@@ -70,6 +73,7 @@ LEAVING = """<!doctype html>
 <body><h1>Leaving</h1></body>
 </html>
 """
+)
 
 
 #: An app that bundles analytics.js itself (the npm package's UMD build stands in for the

@@ -23,6 +23,7 @@ from tests.collector.conftest import Http
 from tests.integrations.apps import django_app
 from tests.integrations.serving import serve_wsgi
 from tests.test_readme import README, python_blocks
+from tests.test_readme import run_example as run
 from trackline.collector import RunningCollector, serve
 
 SECTION = "Browser and server together"
@@ -40,12 +41,6 @@ def template_block() -> str:
     section = README.read_text(encoding="utf-8").split(f"## {SECTION}\n", 1)[1]
     [found] = re.findall(r"```django\n(.*?)```", section, re.S)
     return str(found)
-
-
-def run(source: str) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(source, "README.md", "exec"), namespace)
-    return namespace
 
 
 @contextlib.contextmanager

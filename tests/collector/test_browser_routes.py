@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.collector.conftest import Http
+from tests.collector.conftest import Http, emptied
 from trackline.collector import RunningCollector, serve
 from trackline.collector.cors import ALLOWED_HEADERS, AllowedOrigins, normalize_origin
 
@@ -51,10 +51,8 @@ def browser_collector(
 
 @pytest.fixture
 def web(browser_collector: RunningCollector) -> Iterator[Http]:
-    client = Http(browser_collector.url)
-    assert client.request("DELETE", "/api/events").status == 200
-    yield client
-    client.pool.clear()
+    with emptied(browser_collector) as client:
+        yield client
 
 
 def post_like_analytics_js(

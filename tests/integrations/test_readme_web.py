@@ -15,6 +15,7 @@ from tests.integrations.apps import django_app
 from tests.integrations.serving import fetch, serve_asgi, serve_wsgi
 from tests.support.capture import CaptureServer
 from tests.test_readme import python_blocks
+from tests.test_readme import run_example as run
 from trackline.integrations.pages import PageView
 from trackline.integrations.proxies import TrustedProxies
 from trackline.integrations.request import from_environ
@@ -26,12 +27,6 @@ def block(marker: str) -> str:
     """The one example containing `marker`."""
     [found] = [text for text in BLOCKS if marker in text]
     return found
-
-
-def run(source: str) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(source, "README.md", "exec"), namespace)
-    return namespace
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ the template win over settings.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from trackline.browser import Snippet, snippet
@@ -29,18 +29,13 @@ def _setting(setting: SettingReader, name: str) -> Any:
     return value
 
 
-def settings_snippet(
-    setting: SettingReader,
-    *,
-    write_key: str | None = None,
-    host: str | None = None,
-    cdn: str | None = None,
-    page: bool = True,
-    nonce: str | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> Snippet:
-    """`snippet(...)` with what the arguments leave out taken from the settings; raises
-    `ConfigError` naming the setting that is missing or wrong."""
+def settings_snippet(setting: SettingReader, **arguments: Any) -> Snippet:
+    """`snippet(...)` with `arguments` (its own: `write_key`, `host`, `cdn`, `page`, `nonce`,
+    `options`) and what they leave out taken from the settings; raises `ConfigError` naming
+    the setting or argument that is missing or wrong."""
+    write_key = arguments.pop("write_key", None)
+    host = arguments.pop("host", None)
+    cdn = arguments.pop("cdn", None)
     names = {"write_key": "write_key", "host": "host", "cdn": "cdn"}
     if write_key is None:
         names["write_key"] = "TRACKLINE_BROWSER_WRITE_KEY"
@@ -61,6 +56,6 @@ def settings_snippet(
         names["cdn"] = "TRACKLINE_BROWSER_CDN"
         cdn = setting("TRACKLINE_BROWSER_CDN", None)
     try:
-        return snippet(write_key, host=host, cdn=cdn, page=page, nonce=nonce, options=options)
+        return snippet(write_key, host=host, cdn=cdn, **arguments)
     except ConfigError as error:
         raise ConfigError(names.get(error.option, error.option), error.problem) from None
