@@ -1,7 +1,7 @@
-"""The README's "Browser and server together" examples, run as written (pointed at a local
-collector instead of port 8765) in Chromium: the Flask app and the Django settings, template
-and views each render the loader, analytics.js sends the page view and a click, and the
-server's `track` in the checkout view joins the browser's visitor."""
+"""The README's "Browser and server together" examples, and the same on the docs' guide, run
+as written (pointed at a local collector instead of port 8765) in Chromium: the Flask app and
+the Django settings, template and views each render the loader, analytics.js sends the page
+view and a click, and the server's `track` in the checkout view joins the browser's visitor."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+import pytest
 from django.test import override_settings
 from django.urls import path
 from playwright.sync_api import Browser
@@ -22,24 +23,31 @@ import trackline
 from tests.collector.conftest import Http
 from tests.integrations.apps import django_app
 from tests.integrations.serving import serve_wsgi
+from tests.support import docs_examples
 from tests.test_readme import README, python_blocks
 from tests.test_readme import run_example as run
 from trackline.collector import RunningCollector, serve
 
 SECTION = "Browser and server together"
-BLOCKS = python_blocks(SECTION)
+GUIDE = "guides/browser.md"
+BLOCKS = {"README": python_blocks(SECTION), "docs": docs_examples.python_blocks(GUIDE)}
+SOURCES = pytest.mark.parametrize("source", sorted(BLOCKS))
 WSGIApp = Callable[[WSGIEnvironment, StartResponse], Any]
 
 
-def block(marker: str) -> str:
-    [found] = [text for text in BLOCKS if marker in text]
+def block(marker: str, source: str) -> str:
+    """The one example containing `marker` in `source` (the README, or the docs' guide)."""
+    [found] = [text for text in BLOCKS[source] if marker in text]
     return found
 
 
-def template_block() -> str:
-    """The section's one ```django block."""
-    section = README.read_text(encoding="utf-8").split(f"## {SECTION}\n", 1)[1]
-    [found] = re.findall(r"```django\n(.*?)```", section, re.S)
+def template_block(source: str) -> str:
+    """The one ```django block of the README section or of the guide."""
+    if source == "README":
+        text = README.read_text(encoding="utf-8").split(f"## {SECTION}\n", 1)[1]
+    else:
+        text = docs_examples.page_named(GUIDE).read_text(encoding="utf-8")
+    [found] = re.findall(r"```django\n(.*?)```", text, re.S)
     return str(found)
 
 
@@ -102,18 +110,20 @@ def assert_one_visitor(events: list[dict[str, Any]]) -> None:
     assert len({e["anonymousId"] for e in events}) == 1
 
 
-def test_flask_example(browser: Browser, analytics_js: Path, tmp_path: Path) -> None:
+@SOURCES
+def test_flask_example(browser: Browser, analytics_js: Path, tmp_path: Path, source: str) -> None:
     with shop_and_collector(tmp_path / "events.sqlite3", analytics_js) as (shop, collector, app):
-        source = block("from trackline.integrations.flask import Trackline")
-        app["app"] = run(source.replace("http://127.0.0.1:8765", collector.url))["app"]
+        example = block("from trackline.integrations.flask import Trackline", source)
+        app["app"] = run(example.replace("http://127.0.0.1:8765", collector.url))["app"]
         events = shop_visit(browser, shop, collector)
     assert_one_visitor(events)
 
 
-def test_django_example(browser: Browser, analytics_js: Path, tmp_path: Path) -> None:
+@SOURCES
+def test_django_example(browser: Browser, analytics_js: Path, tmp_path: Path, source: str) -> None:
     (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "shop.html").write_text(template_block())
-    views = run(block("# views.py"))
+    (tmp_path / "templates" / "shop.html").write_text(template_block(source))
+    views = run(block("# views.py", source))
     urls = types.ModuleType("readme_browser_urls")
     urls.urlpatterns = [path("", views["shop"]), path("checkout", views["checkout"])]  # type: ignore[attr-defined]
     templates = [
@@ -123,8 +133,8 @@ def test_django_example(browser: Browser, analytics_js: Path, tmp_path: Path) ->
         }
     ]
     with shop_and_collector(tmp_path / "events.sqlite3", analytics_js) as (shop, collector, app):
-        source = block("# settings.py").replace("http://127.0.0.1:8765", collector.url)
-        settings = {k: v for k, v in run(source).items() if k.isupper()}
+        example = block("# settings.py", source).replace("http://127.0.0.1:8765", collector.url)
+        settings = {k: v for k, v in run(example).items() if k.isupper()}
         with override_settings(**settings, ROOT_URLCONF=urls, TEMPLATES=templates):
             app["app"] = django_app.make_application()
             events = shop_visit(browser, shop, collector)
