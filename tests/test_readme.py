@@ -7,6 +7,7 @@ import pathlib
 import re
 import subprocess
 import sys
+from typing import Any
 
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer
@@ -20,6 +21,13 @@ def python_blocks(section: str) -> list[str]:
     match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## )", text, re.S | re.M)
     assert match, f"README has no section {section!r}"
     return re.findall(r"```python\n(.*?)```", match.group(1), re.S)
+
+
+def run_example(source: str) -> dict[str, Any]:
+    """Run one example in a fresh namespace; returns what it defined."""
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(source, "README.md", "exec"), namespace)
+    return namespace
 
 
 def test_quick_start_runs_as_written(capture: CaptureServer) -> None:

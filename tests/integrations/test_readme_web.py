@@ -16,6 +16,7 @@ from tests.integrations.serving import fetch, serve_asgi, serve_wsgi
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer
 from tests.test_readme import python_blocks
+from tests.test_readme import run_example as run
 from trackline.integrations.pages import PageView
 from trackline.integrations.proxies import TrustedProxies
 from trackline.integrations.request import from_environ
@@ -34,12 +35,6 @@ def block(marker: str, source: str) -> str:
     """The one example containing `marker` in `source` (the README, or the docs' guides)."""
     [found] = [text for text in BLOCKS[source] if marker in text]
     return found
-
-
-def run(source: str) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(source, "README.md", "exec"), namespace)
-    return namespace
 
 
 @pytest.fixture

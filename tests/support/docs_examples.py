@@ -35,7 +35,7 @@ DOCS: Final = ROOT / "docs"
 EXAMPLE_HOST: Final = "http://127.0.0.1:8765"
 
 RUNNABLE: Final = frozenset({"python", "sh"})
-SHOWN_ONLY: Final = frozenset({"text", "json", "toml", "ini", "yaml", "html", "http"})
+SHOWN_ONLY: Final = frozenset({"text", "json", "toml", "ini", "yaml", "html", "http", "django"})
 
 #: Why a runnable block may be left out, and what checks it instead.
 NOT_RUN_REASONS: Final = {
