@@ -180,10 +180,17 @@ def _server(
     header_timeout: float,
     body_timeout: float,
     lock_timeout: float,
+    allow_origins: Iterable[str],
+    analytics_js: str | os.PathLike[str] | None,
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> _Server:
     app = create_app(
-        storage, write_keys=write_keys, body_timeout=body_timeout, lock_timeout=lock_timeout
+        storage,
+        write_keys=write_keys,
+        body_timeout=body_timeout,
+        lock_timeout=lock_timeout,
+        allow_origins=allow_origins,
+        analytics_js=analytics_js,
     )
     config = uvicorn.Config(
         app,
@@ -233,22 +240,29 @@ def start(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
     retention: float | None = None,
 ) -> RunningCollector:
     """Serve a collector on `host`:`port` from a background thread, ready when this returns.
 
     `database` is a SQLite file path or a `postgresql://` URL; `retention` (seconds, PostgreSQL
     only) drops events older than that. Raises `OpenBindError` for a non-loopback `host`
-    without `write_keys`, `StorageError` when the database cannot be used, and `OSError` when
-    the address is taken.
+    without `write_keys`, `StorageError` when the database cannot be used, `OSError` when the
+    address is taken or `analytics_js` cannot be read, and `ValueError` for an
+    `allow_origins` entry that is not an origin. See `create_app` for `allow_origins` and
+    `analytics_js`.
     """
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
     storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
     try:
+        # The app first: an option it refuses must not leave a socket listening.
+        server = _server(
+            storage, keys, header_timeout, body_timeout, lock_timeout, allow_origins, analytics_js
+        )
         sock = _listen(host, port)
         url = _url(sock)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="trackline-collector", daemon=True
         )
@@ -277,6 +291,8 @@ def serve(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
     retention: float | None = None,
 ) -> Iterator[RunningCollector]:
     """`start` a collector for the duration of a `with` block, then stop it gracefully."""
@@ -289,6 +305,8 @@ def serve(
         body_timeout=body_timeout,
         lock_timeout=lock_timeout,
         fsync=fsync,
+        allow_origins=allow_origins,
+        analytics_js=analytics_js,
         retention=retention,
     )
     try:
@@ -307,6 +325,8 @@ def run(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
     retention: float | None = None,
     processes: int = 1,
     on_ready: Callable[[str], None] | None = None,
@@ -324,8 +344,12 @@ def run(
     storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
     if processes > 1:
         # The store was opened to migrate it and to fail here, once, if it cannot be used;
-        # each process opens its own after the fork.
-        storage.close()
+        # each process opens its own after the fork. So is the app, for the options it checks.
+        options = (header_timeout, body_timeout, lock_timeout, allow_origins, analytics_js)
+        try:
+            _server(storage, keys, *options)
+        finally:
+            storage.close()
         sock = _listen(host, port)
         if on_ready is not None:
             on_ready(_url(sock))
@@ -334,7 +358,14 @@ def run(
             own = open_store(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
             try:
                 server = _server(
-                    own, keys, header_timeout, body_timeout, lock_timeout, (signal.SIGTERM,)
+                    own,
+                    keys,
+                    header_timeout,
+                    body_timeout,
+                    lock_timeout,
+                    allow_origins,
+                    analytics_js,
+                    (signal.SIGTERM,),
                 )
                 server.run(sockets=[sock])
             finally:
@@ -343,8 +374,10 @@ def run(
         Supervisor(processes, serve_one, GRACEFUL_SHUTDOWN_SECONDS + 5.0).run()
         return
     try:
+        server = _server(
+            storage, keys, header_timeout, body_timeout, lock_timeout, allow_origins, analytics_js
+        )
         sock = _listen(host, port)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)
         if on_ready is not None:
             on_ready(_url(sock))  # connections wait in the listen backlog until served
         server.run(sockets=[sock])
