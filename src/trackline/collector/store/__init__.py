@@ -1,6 +1,7 @@
 """The collector's store: one interface (`Store`), one engine per module.
 
-`sqlite.py` is the embedded default: one file, one writer thread with group commit.
+`sqlite.py` is the embedded default: one file, one writer thread with group commit;
+`sqlite_jobs.py` its delivery jobs. `jobs.py` holds the job values and rules every engine keeps.
 `postgres/` is for several collector processes sharing one PostgreSQL database; it needs the
 `postgres` extra and is imported only when a `postgresql://` URL asks for it.
 """
@@ -10,6 +11,17 @@ from __future__ import annotations
 import os
 
 from trackline.collector.store.base import EventQuery, Stats, StorageError, Store, WriteResult
+from trackline.collector.store.jobs import (
+    DestinationCounts,
+    EventDelivery,
+    Job,
+    JobStatus,
+    Outcome,
+    Route,
+    Routes,
+    Settlement,
+    order_key,
+)
 from trackline.collector.store.sqlite import SQLiteStore
 from trackline.collector.store.url import is_postgres_url, redact
 
@@ -45,8 +57,16 @@ def open_store(
 
 
 __all__ = [
+    "DestinationCounts",
+    "EventDelivery",
     "EventQuery",
+    "Job",
+    "JobStatus",
+    "Outcome",
+    "Route",
+    "Routes",
     "SQLiteStore",
+    "Settlement",
     "Stats",
     "Storage",
     "StorageError",
@@ -54,5 +74,6 @@ __all__ = [
     "WriteResult",
     "is_postgres_url",
     "open_store",
+    "order_key",
     "redact",
 ]

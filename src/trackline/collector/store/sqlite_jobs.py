@@ -1,0 +1,502 @@
+"""Delivery jobs in the SQLite store: the queue, how jobs ended, and the per-destination counts.
+
+Every function here runs on the store's writer thread, inside or around its transactions, so
+the claims' leases can live in memory: one process owns a SQLite store, and a process that
+dies takes its leases with it, which is exactly when they should end (its jobs are claimable
+again at once after a restart, with no lease to wait out).
+
+Three tables, sized by what is owed rather than by history:
+
+- `jobs` holds only jobs still owed, keyed `(destination, event_id)` without a rowid, so a
+  destination's queue is one contiguous range of the b-tree in stored order: a claim reads the
+  head of its range, a delivered job is deleted from it, a retry updates one small row. It
+  stays as small as the backlog, however long the collector runs.
+- `outcomes` records how each job ended, one row per event and destination, appended when the
+  job ends (replaced only when a replayed job ends again); the per-event delivery view and the
+  dead letters (`status = 'failed'`, with their own partial index) read it.
+- `destinations` keeps each destination's counts by state, changed by the same transactions
+  that change the jobs, so reading them costs one row per destination however deep the queue.
+
+Measured against the alternative of one table holding every job with its state updated in
+place (the shape PostgreSQL's MVCC punishes, and the one rudder-server's jobsdb avoids), this
+layout is what SQLite wants as well: see docs/architecture.md, "Delivery jobs".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from trackline.collector.ingest import Row
+from trackline.collector.store.jobs import (
+    DestinationCounts,
+    EventDelivery,
+    Job,
+    JobStatus,
+    Outcome,
+    Route,
+    Settlement,
+    order_key,
+)
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS destinations (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    pending INTEGER NOT NULL DEFAULT 0,
+    retrying INTEGER NOT NULL DEFAULT 0,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_error_at TEXT,
+    last_success_at TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    destination INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    order_key INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    first_attempt_at REAL,
+    last_error TEXT,
+    PRIMARY KEY (destination, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outcomes (
+    event_id INTEGER NOT NULL,
+    destination INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    at TEXT NOT NULL,
+    PRIMARY KEY (event_id, destination)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outcomes_failed ON outcomes (destination, event_id)
+    WHERE status = 'failed';
+"""
+
+#: Job rows per INSERT statement (three parameters each).
+JOB_ROWS_PER_STATEMENT: Final = 3000
+#: Queue rows one claim reads at most looking for claimable jobs: a claim behind that many
+#: held or blocked jobs finds nothing this time (the head moves as they end).
+MAX_CLAIM_SCAN: Final = 50_000
+_SCAN_PAGE: Final = 2000
+#: Events one replay transaction handles, so a large backfill never holds the lock for long.
+REPLAY_CHUNK: Final = 5000
+#: Longest error text kept per job.
+MAX_ERROR_CHARS: Final = 500
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_jobs_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?)"] * rows)
+    return f"INSERT OR IGNORE INTO jobs (destination, event_id, order_key) VALUES {values}"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _error_text(error: str | None) -> str | None:
+    return None if error is None else error[:MAX_ERROR_CHARS]
+
+
+@dataclasses.dataclass(slots=True)
+class _Delta:
+    """Changes to one destination's counts within one transaction."""
+
+    pending: int = 0
+    retrying: int = 0
+    delivered: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    last_success_at: str | None = None
+
+
+class SQLiteJobs:
+    """The job side of one SQLite store; used only from the store's writer thread (reads of
+    counts and deliveries take their own connection and need nothing from here)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._monotonic = monotonic
+        self._ids: dict[str, int] = {}
+        #: (destination id, job id) -> (claim, monotonic expiry) for every job handed out.
+        self._leases: dict[tuple[int, int], tuple[int, float]] = {}
+        self._claims = itertools.count(1)
+        #: Leases to forget once the transaction that settled them commits.
+        self._ending: list[tuple[int, int]] = []
+
+    # -- destinations --------------------------------------------------------------------
+
+    def _id(self, conn: sqlite3.Connection, name: str, *, create: bool) -> int | None:
+        found = self._ids.get(name)
+        if found is not None:
+            return found
+        row = conn.execute("SELECT id FROM destinations WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            row = conn.execute(
+                "INSERT INTO destinations (name) VALUES (?) RETURNING id", (name,)
+            ).fetchone()
+        self._ids[name] = int(row[0])
+        return self._ids[name]
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, deltas: dict[int, _Delta]) -> None:
+        for destination, delta in deltas.items():
+            conn.execute(
+                "UPDATE destinations SET pending = pending + ?, retrying = retrying + ?, "
+                "delivered = delivered + ?, failed = failed + ?, "
+                "last_error = coalesce(?, last_error), "
+                "last_error_at = coalesce(?, last_error_at), "
+                "last_success_at = coalesce(?, last_success_at) WHERE id = ?",
+                (
+                    delta.pending,
+                    delta.retrying,
+                    delta.delivered,
+                    delta.failed,
+                    delta.last_error,
+                    delta.last_error_at,
+                    delta.last_success_at,
+                    destination,
+                ),
+            )
+
+    # -- queueing with the events --------------------------------------------------------
+
+    def enqueue(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[Row],
+        routes: Sequence[Route | None],
+        event_ids: Sequence[int | None],
+    ) -> int:
+        """Queue the jobs of the rows stored now (`event_ids[i]` None for a duplicate);
+        returns how many stored rows were unroutable (route None)."""
+        values: list[int] = []
+        deltas: dict[int, _Delta] = {}
+        unroutable = 0
+        for row, route, event_id in zip(rows, routes, event_ids, strict=True):
+            if event_id is None:
+                continue
+            if route is None:
+                unroutable += 1
+                continue
+            if not route:
+                continue
+            key = order_key(row.user_id, row.anonymous_id)
+            for name in route:
+                destination = self._id(conn, name, create=True)
+                assert destination is not None
+                values += (destination, event_id, key)
+                deltas.setdefault(destination, _Delta()).pending += 1
+        per_statement = JOB_ROWS_PER_STATEMENT * 3
+        for start in range(0, len(values), per_statement):
+            part = values[start : start + per_statement]
+            conn.execute(_insert_jobs_sql(len(part) // 3), part)
+        self._apply(conn, deltas)
+        return unroutable
+
+    # -- claims --------------------------------------------------------------------------
+
+    def claim(self, conn: sqlite3.Connection, name: str, limit: int, lease: float) -> list[Job]:
+        """Hand out up to `limit` claimable jobs of `name` (see `Store.claim`)."""
+        destination = self._id(conn, name, create=False)
+        if destination is None or limit <= 0:
+            return []
+        now = self._clock()
+        monotonic = self._monotonic()
+        leases = self._leases
+        blocked: set[int] = set()
+        chosen: list[tuple[int, int, int, float | None]] = []
+        after = -1
+        scanned = 0
+        while len(chosen) < limit and scanned < MAX_CLAIM_SCAN:
+            page = conn.execute(
+                "SELECT event_id, order_key, attempts, not_before, first_attempt_at FROM jobs "
+                "WHERE destination = ? AND event_id > ? ORDER BY event_id LIMIT ?",
+                (destination, after, _SCAN_PAGE),
+            ).fetchall()
+            if not page:
+                break
+            scanned += len(page)
+            after = page[-1][0]
+            for event_id, key, attempts, not_before, first_attempt_at in page:
+                held = leases.get((destination, event_id))
+                if (held is not None and held[1] > monotonic) or not_before > now:
+                    if key:
+                        blocked.add(key)
+                    continue
+                if key and key in blocked:
+                    continue
+                chosen.append((event_id, key, attempts, first_attempt_at))
+                if len(chosen) == limit:
+                    break
+        if not chosen:
+            return []
+        bodies = {
+            event_id: (message_id, body)
+            for event_id, message_id, body in conn.execute(
+                "SELECT e.id, e.message_id, e.body FROM json_each(?) AS j "
+                "JOIN events AS e ON e.id = j.value",
+                (orjson.dumps([c[0] for c in chosen]).decode(),),
+            )
+        }
+        claim = next(self._claims)
+        expires = monotonic + lease
+        jobs: list[Job] = []
+        for event_id, key, attempts, first_attempt_at in chosen:
+            found = bodies.get(event_id)
+            if found is None:  # its event is gone (cleared under it); nothing to send
+                continue
+            leases[(destination, event_id)] = (claim, expires)
+            jobs.append(
+                Job(name, event_id, found[0], found[1], key, attempts, first_attempt_at, claim)
+            )
+        return jobs
+
+    # -- settling ------------------------------------------------------------------------
+
+    def settle(self, conn: sqlite3.Connection, settlements: Sequence[Settlement]) -> int:
+        """Apply the settlements whose claim still holds its job, inside the caller's
+        transaction; `committed()` must follow a successful commit. Returns how many."""
+        now = self._clock()
+        stamp = _iso(now)
+        deltas: dict[int, _Delta] = {}
+        done: list[tuple[int, int]] = []
+        ended: list[tuple[Any, ...]] = []
+        retried: list[tuple[Any, ...]] = []
+        released: list[tuple[Any, ...]] = []
+        applied = 0
+        for settlement in settlements:
+            job = settlement.job
+            destination = self._ids.get(job.destination)
+            if destination is None:
+                continue
+            key = (destination, job.id)
+            held = self._leases.get(key)
+            if held is None or held[0] != job.claim:
+                continue
+            applied += 1
+            self._ending.append(key)
+            outcome = settlement.outcome
+            delta = deltas.setdefault(destination, _Delta())
+            was_pending = job.attempts == 0
+            if outcome is Outcome.RELEASED:
+                released.append((settlement.retry_at or 0.0, destination, job.id))
+                continue
+            attempts = job.attempts + 1
+            error = _error_text(settlement.error)
+            if outcome is Outcome.RETRY:
+                retried.append(
+                    (
+                        attempts,
+                        settlement.retry_at or now,
+                        now if job.first_attempt_at is None else job.first_attempt_at,
+                        error,
+                        destination,
+                        job.id,
+                    )
+                )
+                if was_pending:
+                    delta.pending -= 1
+                    delta.retrying += 1
+            else:
+                failed = outcome is Outcome.FAILED
+                done.append((destination, job.id))
+                ended.append(
+                    (
+                        job.id,
+                        destination,
+                        JobStatus.FAILED if failed else JobStatus.DELIVERED,
+                        attempts,
+                        error if failed else None,
+                        stamp,
+                    )
+                )
+                if was_pending:
+                    delta.pending -= 1
+                else:
+                    delta.retrying -= 1
+                if failed:
+                    delta.failed += 1
+                else:
+                    delta.delivered += 1
+                    delta.last_success_at = stamp
+            if outcome is not Outcome.DELIVERED and error is not None:
+                delta.last_error, delta.last_error_at = error, stamp
+        if released:
+            conn.executemany(
+                "UPDATE jobs SET not_before = ? WHERE destination = ? AND event_id = ?", released
+            )
+        if retried:
+            conn.executemany(
+                "UPDATE jobs SET attempts = ?, not_before = ?, first_attempt_at = ?, "
+                "last_error = ? WHERE destination = ? AND event_id = ?",
+                retried,
+            )
+        if done:
+            conn.executemany("DELETE FROM jobs WHERE destination = ? AND event_id = ?", done)
+            conn.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", ended)
+        self._apply(conn, deltas)
+        return applied
+
+    def committed(self) -> None:
+        """The transaction with the last settlements committed: their claims end."""
+        for key in self._ending:
+            self._leases.pop(key, None)
+        self._ending.clear()
+
+    def rolled_back(self) -> None:
+        """The transaction failed: the claims hold on (their lease still runs)."""
+        self._ending.clear()
+
+    # -- replay and clear ----------------------------------------------------------------
+
+    def replay(
+        self,
+        begin: Callable[[], sqlite3.Connection],
+        commit: Callable[[sqlite3.Connection], None],
+        name: str,
+        *,
+        failed_only: bool,
+        since: str | None,
+        selects: Callable[[str], bool] | None,
+    ) -> int:
+        """Queue stored events for `name` again (see `Store.replay`), a chunk of events per
+        transaction: `begin()` opens one, `commit(conn)` ends it."""
+        queued = 0
+        after = -1
+        while True:
+            conn = begin()
+            destination = self._id(conn, name, create=True)
+            assert destination is not None
+            if failed_only:
+                candidates = conn.execute(
+                    "SELECT e.id, e.user_id, e.anonymous_id, e.body FROM outcomes AS o "
+                    "JOIN events AS e ON e.id = o.event_id WHERE o.destination = ? "
+                    "AND o.status = 'failed' AND o.event_id > ? "
+                    "AND (? IS NULL OR e.received_at >= ?) ORDER BY o.event_id LIMIT ?",
+                    (destination, after, since, since, REPLAY_CHUNK),
+                ).fetchall()
+            else:
+                candidates = conn.execute(
+                    "SELECT id, user_id, anonymous_id, body FROM events WHERE id > ? "
+                    "AND (? IS NULL OR received_at >= ?) ORDER BY id LIMIT ?",
+                    (after, since, since, REPLAY_CHUNK),
+                ).fetchall()
+            if not candidates:
+                commit(conn)
+                return queued
+            after = candidates[-1][0]
+            queued += self._requeue(conn, destination, candidates, selects, failed_only)
+            commit(conn)
+
+    def _requeue(
+        self,
+        conn: sqlite3.Connection,
+        destination: int,
+        candidates: Iterable[tuple[int, str | None, str | None, str]],
+        selects: Callable[[str], bool] | None,
+        failed_only: bool,
+    ) -> int:
+        ids = [c[0] for c in candidates]
+        live = {
+            event_id
+            for (event_id,) in conn.execute(
+                "SELECT j.event_id FROM json_each(?) AS c JOIN jobs AS j "
+                "ON j.destination = ? AND j.event_id = c.value",
+                (orjson.dumps(ids).decode(), destination),
+            )
+        }
+        values: list[int] = []
+        for event_id, user_id, anonymous_id, body in candidates:
+            if event_id in live:
+                continue
+            if not failed_only and selects is not None and not selects(body):
+                continue
+            values += (destination, event_id, order_key(user_id, anonymous_id))
+        if not values:
+            return 0
+        requeued = [values[i] for i in range(1, len(values), 3)]
+        (was_failed,) = conn.execute(
+            "SELECT count(*) FROM json_each(?) AS c JOIN outcomes AS o "
+            "ON o.event_id = c.value AND o.destination = ? AND o.status = 'failed'",
+            (orjson.dumps(requeued).decode(), destination),
+        ).fetchone()
+        conn.execute(
+            "DELETE FROM outcomes WHERE destination = ? AND status = 'failed' "
+            "AND event_id IN (SELECT value FROM json_each(?))",
+            (destination, orjson.dumps(requeued).decode()),
+        )
+        per_statement = JOB_ROWS_PER_STATEMENT * 3
+        for start in range(0, len(values), per_statement):
+            part = values[start : start + per_statement]
+            conn.execute(_insert_jobs_sql(len(part) // 3), part)
+        self._apply(conn, {destination: _Delta(pending=len(requeued), failed=-was_failed)})
+        return len(requeued)
+
+    def clear(self, conn: sqlite3.Connection) -> None:
+        """Inside the caller's transaction: forget every job and outcome, zero the counts."""
+        conn.execute("DELETE FROM jobs")
+        conn.execute("DELETE FROM outcomes")
+        conn.execute(
+            "UPDATE destinations SET pending = 0, retrying = 0, delivered = 0, failed = 0, "
+            "last_error = NULL, last_error_at = NULL, last_success_at = NULL"
+        )
+        self._leases.clear()
+
+
+# -- reads (any thread, on a reader connection) --------------------------------------------
+
+
+def destination_counts(conn: sqlite3.Connection) -> list[DestinationCounts]:
+    """Every destination's counts, by name."""
+    return [
+        DestinationCounts(*row)
+        for row in conn.execute(
+            "SELECT name, pending, retrying, delivered, failed, last_error, last_error_at, "
+            "last_success_at FROM destinations ORDER BY name"
+        )
+    ]
+
+
+def deliveries(conn: sqlite3.Connection, message_id: str) -> list[EventDelivery] | None:
+    """Where one event stands with each destination it was queued for."""
+    found = conn.execute("SELECT id FROM events WHERE message_id = ?", (message_id,)).fetchone()
+    if found is None:
+        return None
+    (event_id,) = found
+    states: dict[str, EventDelivery] = {}
+    for name, status, attempts, error, at in conn.execute(
+        "SELECT d.name, o.status, o.attempts, o.last_error, o.at FROM outcomes AS o "
+        "JOIN destinations AS d ON d.id = o.destination WHERE o.event_id = ?",
+        (event_id,),
+    ):
+        delivered = status == JobStatus.DELIVERED
+        states[name] = EventDelivery(
+            name, JobStatus(status), attempts, error, at if delivered else None
+        )
+    # A job still queued is the current state, even when an earlier one had ended.
+    for name, attempts, error in conn.execute(
+        "SELECT d.name, j.attempts, j.last_error FROM destinations AS d "
+        "JOIN jobs AS j ON j.destination = d.id AND j.event_id = ?",
+        (event_id,),
+    ):
+        status = JobStatus.RETRYING if attempts else JobStatus.PENDING
+        states[name] = EventDelivery(name, status, attempts, error, None)
+    return [states[name] for name in sorted(states)]
