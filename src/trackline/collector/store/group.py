@@ -18,6 +18,7 @@ from typing import Any
 
 from trackline.collector.ingest import Row
 from trackline.collector.store.base import WriteResult
+from trackline.collector.store.jobs import Routes
 
 
 @dataclasses.dataclass(slots=True)
@@ -28,6 +29,8 @@ class PendingWrite:
     rejected: int
     future: asyncio.Future[Any] | concurrent.futures.Future[Any]
     loop: asyncio.AbstractEventLoop | None
+    #: The destinations each row is owed to (see `jobs.Routes`); None: nowhere.
+    routes: Routes | None = None
 
 
 def resolve(future: Any, outcome: object) -> None:

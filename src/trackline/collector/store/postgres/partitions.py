@@ -23,9 +23,11 @@ from typing import Any, Final
 
 import psycopg
 
+from trackline.collector.store.postgres.jobs import ENDED, LATEST
 from trackline.collector.store.postgres.schema import (
     LOCK_SPACE,
     MAINTENANCE_LOCK,
+    PARTITIONED,
     ROTATE_LOCK,
     SCHEMA,
     SPAN,
@@ -164,6 +166,17 @@ class Maintenance:
             if not marked:
                 with conn.transaction():
                     conn.execute(f"DELETE FROM {SCHEMA}.event_counts WHERE part = %s", (number,))
+                    # Jobs still owed go with their events: counted failed, never silently.
+                    conn.execute(
+                        f"INSERT INTO {SCHEMA}.job_counts (destination, pending, retrying, "
+                        "failed, last_error, last_error_at) SELECT j.destination, "
+                        "-count(*) FILTER (WHERE coalesce(st.attempts, 0) = 0), "
+                        "-count(*) FILTER (WHERE coalesce(st.attempts, 0) > 0), count(*), "
+                        "'dropped with its event by the retention before delivery', "
+                        f"clock_timestamp() FROM {partition_table(number, 'jobs')} AS j {LATEST} "
+                        "WHERE st.state IS NULL OR NOT st.state = ANY(%s) GROUP BY j.destination",
+                        (sorted(ENDED),),
+                    )
                     conn.execute(
                         f"UPDATE {SCHEMA}.partitions SET dropped_at = now() WHERE number = %s",
                         (number,),
@@ -173,14 +186,16 @@ class Maintenance:
 
     @staticmethod
     def _drop(conn: psycopg.Connection[Any], number: int) -> None:
-        table = partition_table(number)
-        row = conn.execute(
-            "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)", (table,)
-        ).fetchone()
-        if row is not None:
-            finish = " FINALIZE" if row[0] else " CONCURRENTLY"
-            conn.execute(f"ALTER TABLE {SCHEMA}.events DETACH PARTITION {table}{finish}")
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        for parent in PARTITIONED:
+            table = partition_table(number, parent)
+            row = conn.execute(
+                "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)",
+                (table,),
+            ).fetchone()
+            if row is not None:
+                finish = " FINALIZE" if row[0] else " CONCURRENTLY"
+                conn.execute(f"ALTER TABLE {SCHEMA}.{parent} DETACH PARTITION {table}{finish}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute(f"DELETE FROM {SCHEMA}.partitions WHERE number = %s", (number,))
 
     @staticmethod
@@ -194,7 +209,14 @@ class Maintenance:
             "SELECT part, type, source, sum(n) FROM gone GROUP BY part, type, source"
         )
         conn.execute(
-            f"WITH gone AS (DELETE FROM {SCHEMA}.totals RETURNING duplicates, rejected) "
-            f"INSERT INTO {SCHEMA}.totals "
-            "SELECT sum(duplicates), sum(rejected) FROM gone HAVING count(*) > 0"
+            f"WITH gone AS (DELETE FROM {SCHEMA}.totals RETURNING *) INSERT INTO {SCHEMA}.totals "
+            "SELECT sum(duplicates), sum(rejected), sum(unroutable) FROM gone "
+            "HAVING count(*) > 0"
+        )
+        conn.execute(
+            f"WITH gone AS (DELETE FROM {SCHEMA}.job_counts RETURNING *) "
+            f"INSERT INTO {SCHEMA}.job_counts SELECT destination, sum(pending), sum(retrying), "
+            "sum(delivered), sum(failed), "
+            "(array_agg(last_error ORDER BY last_error_at DESC NULLS LAST))[1], "
+            "max(last_error_at), max(last_success_at) FROM gone GROUP BY destination"
         )

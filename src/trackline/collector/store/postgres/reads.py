@@ -62,19 +62,20 @@ def event(conn: psycopg.Connection[Any], message_id: str) -> bytes | None:
 
 
 def stats(conn: psycopg.Connection[Any]) -> Stats:
-    """Totals by type and by source, and the duplicate and rejected counts."""
+    """Totals by type and by source, and the duplicate, rejected and unroutable counts."""
     # One statement, so the counts and the totals come from one snapshot.
     row = conn.execute(
         "SELECT (SELECT coalesce(json_agg(json_build_array(type, source, n)), '[]')::text "
         f"FROM (SELECT type, source, sum(n) AS n FROM {SCHEMA}.event_counts "
-        "GROUP BY type, source) AS c), coalesce(sum(duplicates), 0), coalesce(sum(rejected), 0) "
-        f"FROM {SCHEMA}.totals"
+        "GROUP BY type, source) AS c), coalesce(sum(duplicates), 0), coalesce(sum(rejected), 0), "
+        f"coalesce(sum(unroutable), 0) FROM {SCHEMA}.totals"
     ).fetchone()
     assert row is not None
-    counts, duplicates, rejected = orjson.loads(row[0]), int(row[1]), int(row[2])
+    counts = orjson.loads(row[0])
+    duplicates, rejected, unroutable = int(row[1]), int(row[2]), int(row[3])
     by_type: dict[str, int] = {}
     by_source: dict[str, int] = {}
     for kind, source, n in counts:
         by_type[kind] = by_type.get(kind, 0) + int(n)
         by_source[source] = by_source.get(source, 0) + int(n)
-    return Stats(sum(by_type.values()), by_type, by_source, duplicates, rejected)
+    return Stats(sum(by_type.values()), by_type, by_source, duplicates, rejected, unroutable)

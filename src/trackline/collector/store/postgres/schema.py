@@ -14,9 +14,12 @@ grows is updated in place, and nothing old is deleted row by row.
   every partition holds a span of arrival time and retention drops whole partitions.
 - `messageId` is unique within a partition (a unique index), and a write also checks the
   partition before: dedupe holds across every process for at least one partition period.
-- `event_counts` and `totals` take one appended row of deltas per transaction, never an
-  update of a shared counter row (which would serialise every writer on one row lock and
-  leave a dead tuple per commit); maintenance folds them from time to time.
+- `event_counts`, `totals` and `job_counts` take one appended row of deltas per transaction,
+  never an update of a shared counter row (which would serialise every writer on one row lock
+  and leave a dead tuple per commit); maintenance folds them from time to time.
+- Delivery jobs (`jobs.py`) are rows that never change, and their states are status rows
+  appended (rudder-server's jobs and job_status tables), in partitions numbered like the
+  events' and dropped with them.
 """
 
 from __future__ import annotations
@@ -92,36 +95,93 @@ CREATE TABLE {SCHEMA}.totals (
     rejected bigint NOT NULL
 );
 """,
+    # Delivery jobs (see jobs.py): job rows and their status rows, both appended only and
+    # partitioned like the events (a job's id is its event's id, or a fresh block's for a
+    # replay), so they too are dropped whole; counts as appended deltas.
+    2: f"""
+ALTER TABLE {SCHEMA}.totals ADD COLUMN unroutable bigint NOT NULL DEFAULT 0;
+CREATE TABLE {SCHEMA}.destinations (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL UNIQUE
+);
+CREATE SEQUENCE {SCHEMA}.claims AS bigint;
+CREATE SEQUENCE {SCHEMA}.job_status_seq AS bigint;
+CREATE TABLE {SCHEMA}.jobs (
+    destination integer NOT NULL,
+    id bigint NOT NULL,
+    event_id bigint NOT NULL,
+    order_key bigint NOT NULL,
+    PRIMARY KEY (destination, id)
+) PARTITION BY RANGE (id);
+CREATE INDEX jobs_event_id ON {SCHEMA}.jobs (event_id);
+-- A job's state is its newest status row; none yet: pending, never attempted.
+CREATE TABLE {SCHEMA}.job_status (
+    destination integer NOT NULL,
+    job_id bigint NOT NULL,
+    seq bigint NOT NULL DEFAULT nextval('{SCHEMA}.job_status_seq'),
+    state text NOT NULL,
+    attempts integer NOT NULL,
+    not_before double precision NOT NULL,
+    first_attempt_at double precision,
+    error text,
+    claim bigint,
+    lease_until timestamptz,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (destination, job_id, seq)
+) PARTITION BY RANGE (job_id);
+CREATE INDEX job_status_failed ON {SCHEMA}.job_status (destination, job_id)
+    WHERE state = 'failed';
+CREATE TABLE {SCHEMA}.job_counts (
+    destination integer NOT NULL,
+    pending bigint NOT NULL DEFAULT 0,
+    retrying bigint NOT NULL DEFAULT 0,
+    delivered bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    last_error text,
+    last_error_at timestamptz,
+    last_success_at timestamptz
+);
+""",
 }
 
 #: The schema version this code writes.
 VERSION: Final = max(MIGRATIONS)
 
 
-def partition_table(number: int) -> str:
-    """The qualified name of partition `number`."""
-    return f"{SCHEMA}.events_{number}"
+#: The tables partitioned by id range, each partition `{table}_{number}`.
+PARTITIONED: Final = ("events", "jobs", "job_status")
+
+
+def partition_table(number: int, table: str = "events") -> str:
+    """The qualified name of partition `number` of `table`."""
+    return f"{SCHEMA}.{table}_{number}"
 
 
 def create_partition(conn: psycopg.Connection[Any], number: int) -> None:
-    """Create partition `number` empty, with its unique messageId index, and attach it.
+    """Create partition `number` of every partitioned table, empty, and attach it; the events'
+    with its unique messageId index.
 
-    The table is made apart and then attached: attaching takes a weaker lock on `events`
+    Each table is made apart and then attached: attaching takes a weaker lock on the parent
     than `CREATE TABLE ... PARTITION OF`, so writers and readers carry on meanwhile.
     """
-    table = partition_table(number)
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (LIKE {SCHEMA}.events INCLUDING DEFAULTS)")
-    conn.execute(
-        f"CREATE UNIQUE INDEX IF NOT EXISTS events_{number}_message_id ON {table} (message_id)"
-    )
-    attached = conn.execute(
-        "SELECT 1 FROM pg_inherits WHERE inhrelid = %s::regclass", (table,)
-    ).fetchone()
-    if attached is None:
+    for parent in PARTITIONED:
+        table = partition_table(number, parent)
         conn.execute(
-            f"ALTER TABLE {SCHEMA}.events ATTACH PARTITION {table} "
-            f"FOR VALUES FROM ({number * SPAN}) TO ({(number + 1) * SPAN})"
+            f"CREATE TABLE IF NOT EXISTS {table} (LIKE {SCHEMA}.{parent} INCLUDING DEFAULTS)"
         )
+        if parent == "events":
+            conn.execute(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS events_{number}_message_id "
+                f"ON {table} (message_id)"
+            )
+        attached = conn.execute(
+            "SELECT 1 FROM pg_inherits WHERE inhrelid = %s::regclass", (table,)
+        ).fetchone()
+        if attached is None:
+            conn.execute(
+                f"ALTER TABLE {SCHEMA}.{parent} ATTACH PARTITION {table} "
+                f"FOR VALUES FROM ({number * SPAN}) TO ({(number + 1) * SPAN})"
+            )
     conn.execute(
         f"INSERT INTO {SCHEMA}.partitions (number) VALUES (%s) ON CONFLICT DO NOTHING", (number,)
     )
@@ -150,4 +210,11 @@ def migrate(conn: psycopg.Connection[Any], where: str) -> int:
         if found == 0:
             create_partition(conn, 0)
             conn.execute(f"UPDATE {SCHEMA}.partitions SET opened_at = now() WHERE number = 0")
+        elif found < VERSION:
+            # Tables a migration added are partitioned too: give them every partition.
+            numbers = conn.execute(
+                f"SELECT number FROM {SCHEMA}.partitions WHERE dropped_at IS NULL"
+            ).fetchall()
+            for (number,) in numbers:
+                create_partition(conn, number)
     return found

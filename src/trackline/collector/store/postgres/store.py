@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -25,6 +25,13 @@ from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub
 from trackline.collector.store.base import EventQuery, Stats, StorageError, WriteResult
 from trackline.collector.store.group import PendingWrite
+from trackline.collector.store.jobs import (
+    DestinationCounts,
+    EventDelivery,
+    Job,
+    Routes,
+    Settlement,
+)
 from trackline.collector.store.postgres import reads
 from trackline.collector.store.postgres.connection import (
     Pool,
@@ -33,6 +40,7 @@ from trackline.collector.store.postgres.connection import (
     conninfo,
     storage_error,
 )
+from trackline.collector.store.postgres.jobs import PostgresJobs
 from trackline.collector.store.postgres.listener import Listener
 from trackline.collector.store.postgres.partitions import Maintenance, Partitions
 from trackline.collector.store.postgres.schema import migrate
@@ -71,7 +79,7 @@ class PostgresStore:
         hub: EventHub | None = None,
         partition_seconds: float = DEFAULT_PARTITION_SECONDS,
         maintenance_seconds: float = DEFAULT_MAINTENANCE_SECONDS,
-        read_connections: int = 4,
+        read_connections: int = 6,
     ) -> None:
         if retention is not None and not retention > 0:
             raise ValueError(f"retention must be greater than zero, not {retention}")
@@ -87,6 +95,7 @@ class PostgresStore:
         self._closed = False
         self._token = uuid.uuid4().hex[:16]
         self._partitions = Partitions()
+        self._jobs = PostgresJobs()
         self._maintenance = Maintenance(partition_seconds, retention)
         self._maintenance_seconds = maintenance_seconds
         self._stop = threading.Event()
@@ -118,6 +127,7 @@ class PostgresStore:
             self._watchdog,
             self._deadline,
             self._token,
+            self._jobs,
         )
         self._listener = Listener(
             lambda: self._connect("listener"), self.hub, self._watchdog, self._deadline, self._token
@@ -145,25 +155,33 @@ class PostgresStore:
         """False when the last write failed (until one succeeds) or the store is closed."""
         return self._writer.healthy and not self._closed
 
-    def submit(self, rows: Sequence[Row], rejected: int = 0) -> asyncio.Future[WriteResult]:
-        """Write `rows` and count `rejected` messages, from a coroutine: await the result.
+    def submit(
+        self, rows: Sequence[Row], rejected: int = 0, routes: Routes | None = None
+    ) -> asyncio.Future[WriteResult]:
+        """Write `rows` (and one job per destination `routes[i]` names for `rows[i]`) and
+        count `rejected` messages, from a coroutine: await the result.
 
         The future fails with `StorageError` when the commit failed; nothing was stored then.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult] = loop.create_future()
         try:
-            self._writer.put(PendingWrite(rows, rejected, future, loop))
+            self._writer.put(PendingWrite(rows, rejected, future, loop, routes))
         except StorageError as exc:
             future.set_exception(exc)
         return future
 
     def write(
-        self, rows: Sequence[Row], rejected: int = 0, timeout: float | None = None
+        self,
+        rows: Sequence[Row],
+        rejected: int = 0,
+        timeout: float | None = None,
+        routes: Routes | None = None,
     ) -> WriteResult:
-        """Write `rows` from a plain thread and wait for the commit; raises `StorageError`."""
+        """Write `rows` (and their jobs) from a plain thread and wait for the commit; raises
+        `StorageError`."""
         future: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
-        self._writer.put(PendingWrite(rows, rejected, future, None))
+        self._writer.put(PendingWrite(rows, rejected, future, None, routes))
         return future.result(timeout)
 
     def clear(self, timeout: float | None = None) -> int:
@@ -185,8 +203,57 @@ class PostgresStore:
         return self._pool.run(functools.partial(reads.event, message_id=message_id))
 
     def stats(self) -> Stats:
-        """Totals by type and by source, and the duplicate and rejected counts."""
+        """Totals by type and by source, and the duplicate, rejected and unroutable counts."""
         return self._pool.run(reads.stats)
+
+    # -- delivery jobs (see jobs.py) -------------------------------------------------------
+
+    def claim(self, destination: str, limit: int, lease: float) -> list[Job]:
+        """Up to `limit` due jobs of `destination`, oldest first, held for `lease` seconds by
+        this claim, whichever process asks (see `Store.claim`)."""
+        return self._pool.run(lambda conn: self._jobs.claim(conn, destination, limit, lease))
+
+    def settle(self, settlements: Sequence[Settlement], timeout: float | None = None) -> int:
+        """End claims in one transaction; returns how many were still held by their claim.
+        `timeout` is bounded by the store's own deadline."""
+        if not settlements:
+            return 0
+        return self._pool.run(lambda conn: self._jobs.settle(conn, settlements))
+
+    def destination_counts(self) -> list[DestinationCounts]:
+        """Every destination that ever had a job: its jobs by state, last error and success."""
+        return self._pool.run(self._jobs.destination_counts)
+
+    def deliveries(self, message_id: str) -> list[EventDelivery] | None:
+        """Where the event `message_id` stands with each destination, or None if unknown."""
+        return self._pool.run(lambda conn: self._jobs.deliveries(conn, message_id))
+
+    def replay(
+        self,
+        destination: str,
+        *,
+        failed_only: bool = False,
+        since: str | None = None,
+        selects: Callable[[str], bool] | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Queue stored events for `destination` again (see `Store.replay`); a chunk of
+        events per transaction, each within the store's deadline."""
+        queued = 0
+        after: int | None = -1
+        while after is not None:
+            done, after = self._pool.run(
+                functools.partial(
+                    self._jobs.replay_chunk,
+                    name=destination,
+                    after=after,
+                    failed_only=failed_only,
+                    since=since,
+                    selects=selects,
+                )
+            )
+            queued += done
+        return queued
 
     # -- upkeep ----------------------------------------------------------------------------
 

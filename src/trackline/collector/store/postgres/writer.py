@@ -40,7 +40,9 @@ from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
 from trackline.collector.store.base import StorageError, WriteResult
 from trackline.collector.store.group import PendingWrite, credit, resolve, settle
+from trackline.collector.store.jobs import Route
 from trackline.collector.store.postgres.connection import Watchdog, storage_error
+from trackline.collector.store.postgres.jobs import PostgresJobs
 from trackline.collector.store.postgres.partitions import Partitions, part_of
 from trackline.collector.store.postgres.schema import (
     BLOCK,
@@ -72,7 +74,7 @@ WITH counted AS (
     INSERT INTO {SCHEMA}.event_counts (part, type, source, n)
     SELECT * FROM unnest(%s::int[], %s::text[], %s::text[], %s::bigint[])
 ), totalled AS (
-    INSERT INTO {SCHEMA}.totals (duplicates, rejected) SELECT %s, %s WHERE %s
+    INSERT INTO {SCHEMA}.totals (duplicates, rejected, unroutable) SELECT %s, %s, %s WHERE %s
 )
 SELECT pg_notify('{CHANNEL}', %s) WHERE %s
 """
@@ -84,6 +86,11 @@ class PendingClear:
 
 
 _STOP: Final = object()
+#: What `clear()` empties (destinations stay: their ids are cached by every process).
+_CLEARED: Final = ", ".join(
+    f"{SCHEMA}.{table}"
+    for table in ("events", "event_counts", "totals", "jobs", "job_status", "job_counts")
+)
 
 
 class _Conflict(Exception):
@@ -102,8 +109,10 @@ class Writer:
         watchdog: Watchdog,
         deadline: float,
         token: str,
+        jobs: PostgresJobs,
     ) -> None:
         self._connect = connect
+        self._jobs = jobs
         self._url = url
         self._hub = hub
         self._partitions = partitions
@@ -128,6 +137,8 @@ class Writer:
         if self._closed:
             raise StorageError("the store is closed")
         if isinstance(item, PendingWrite):
+            if item.routes is not None and len(item.routes) != len(item.rows):
+                raise ValueError("routes must have one entry per row")
             with self._pending_lock:
                 self.pending_rows += len(item.rows)
         self._queue.put(item)
@@ -268,19 +279,24 @@ class Writer:
     ) -> tuple[list[WriteResult], list[LiveEvent]]:
         rows = [row for item in group for row in item.rows]
         rejected = sum(item.rejected for item in group)
+        routes = _routes(group)
+        names = {name for route in routes if route for name in route}
+        if names:
+            self._jobs.ids(conn, names, create=True)  # committed before, on its own
         with conn.transaction(), conn.cursor() as cur:
-            blocks = -(-len(rows) // BLOCK)
+            # The transaction id comes before any id is taken: claims' floors rely on it (see
+            # jobs.py). On a standby this fails: a health probe proves writes are taken.
+            cur.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s, %s), pg_current_xact_id()",
+                (LOCK_SPACE, ROTATE_LOCK),
+            )
             found = cur.execute(
-                "SELECT pg_advisory_xact_lock_shared(%s, %s), ARRAY(SELECT "
-                f"nextval('{SCHEMA}.event_blocks') FROM generate_series(1, %s))",
-                (LOCK_SPACE, ROTATE_LOCK, blocks),
+                f"SELECT ARRAY(SELECT nextval('{SCHEMA}.event_blocks') "
+                "FROM generate_series(1, %s))",
+                (-(-len(rows) // BLOCK),),
             ).fetchone()
             assert found is not None
-            starts: list[int] = found[1]
-            if not rows:
-                # A health probe or rejected messages only: a transaction id proves the
-                # database takes writes (a standby refuses one).
-                cur.execute("SELECT txid_current()")
+            starts: list[int] = found[0]
             ids = self._ids(conn, rows, starts)
             fresh = self._fresh(conn, rows, ids)
             if fresh:
@@ -291,7 +307,10 @@ class Writer:
                     stored = set(fresh)
             else:
                 stored = set()
-            self._bookkeeping(cur, rows, ids, stored, rejected)
+            unroutable = 0
+            if stored and any(route != () for route in routes):
+                unroutable = self._jobs.enqueue(cur, rows, routes, ids, stored)
+            self._bookkeeping(cur, rows, ids, stored, rejected, unroutable)
         flags = [index in stored for index in range(len(rows))]
         results = credit(group, flags)
         live: list[LiveEvent] = []
@@ -374,6 +393,7 @@ class Writer:
         ids: Sequence[int],
         stored: set[int],
         rejected: int,
+        unroutable: int,
     ) -> None:
         counts: collections.Counter[tuple[int, str, str]] = collections.Counter(
             (part_of(ids[index]), rows[index].type, rows[index].source) for index in stored
@@ -394,7 +414,8 @@ class Writer:
                 [counts[key] for key in keys],
                 duplicates,
                 rejected,
-                duplicates > 0 or rejected > 0,
+                unroutable,
+                duplicates > 0 or rejected > 0 or unroutable > 0,
                 payload,
                 bool(payload),
             ),
@@ -410,16 +431,12 @@ class Writer:
             try:
                 with self._watchdog.guard(conn, self._deadline), conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, ROTATE_LOCK))
-                    conn.execute(
-                        f"LOCK TABLE {SCHEMA}.events, {SCHEMA}.event_counts, {SCHEMA}.totals "
-                        "IN ACCESS EXCLUSIVE MODE"
-                    )
+                    conn.execute(f"LOCK TABLE {_CLEARED} IN ACCESS EXCLUSIVE MODE")
                     row = conn.execute(
                         f"SELECT coalesce(sum(n), 0) FROM {SCHEMA}.event_counts"
                     ).fetchone()
-                    conn.execute(
-                        f"TRUNCATE {SCHEMA}.events, {SCHEMA}.event_counts, {SCHEMA}.totals"
-                    )
+                    conn.execute(f"TRUNCATE {_CLEARED}")
+                self._jobs.forget()
             except psycopg.Error as exc:
                 if conn.broken or conn.closed:
                     self._drop_connection()
@@ -429,3 +446,11 @@ class Writer:
         else:
             assert row is not None
             item.future.set_result(int(row[0]))
+
+
+def _routes(group: Sequence[PendingWrite]) -> list[Route | None]:
+    """The writes' routes, one per row; rows written without routes go nowhere."""
+    routes: list[Route | None] = []
+    for item in group:
+        routes += [()] * len(item.rows) if item.routes is None else item.routes
+    return routes
