@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from tests.collector.test_cli import Process
 from tests.support.faultproxy import FaultProxy
 from tests.support.ledger import Account, Ledger, PostgresCollectorStore
 from trackline.collector import serve
+from trackline.collector.store.postgres import PostgresStore
 
 AUTH = {
     "Content-Type": "application/json",
@@ -266,3 +268,77 @@ def test_a_long_lock_is_503_within_the_request_deadline(pg_url: str) -> None:
             assert took < lock_timeout + 10.0
             holder.rollback()
         assert post_probe(collector.url).status == 200
+
+
+def deliver_with_kills(pg_url: str, tmp_path: Path, count: int, kills: int) -> None:
+    """`count` jobs worked by three worker processes (tests/support/job_worker.py), one of them
+    killed with SIGKILL and replaced `kills` times; returns once all are delivered, having
+    checked that each was delivered and counted once and never claimed while held."""
+    from tests.collector.store.conftest import rows
+
+    with PostgresStore(pg_url) as store:
+        for start in range(0, count, 500):
+            numbers = range(start, min(count, start + 500))
+            store.write(rows(*numbers), routes=[("Hook",)] * len(numbers))
+        logs = [tmp_path / f"worker-{n}.log" for n in range(kills + 3)]
+        command = [sys.executable, "-m", "tests.support.job_worker", pg_url, "Hook"]
+        options = ["--lease", "0.5", "--batch", "20", "--work", "0.001"]
+        workers = [subprocess.Popen([*command, str(log), *options]) for log in logs[:3]]
+        try:
+            for n in range(kills):
+                time.sleep(0.3)
+                workers[n].kill()
+                workers[n].wait(10)
+                workers.append(subprocess.Popen([*command, str(logs[n + 3]), *options]))
+            deadline = time.monotonic() + 60
+            while True:
+                (hook,) = store.destination_counts()
+                if hook.delivered == count:
+                    break
+                assert time.monotonic() < deadline, hook
+                time.sleep(0.1)
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                worker.wait(10)
+        (hook,) = store.destination_counts()
+        assert (hook.pending, hook.retrying, hook.delivered, hook.failed) == (0, 0, count, 0)
+    started = {
+        int(line.split()[0])
+        for log in logs
+        if log.exists()
+        for line in log.read_text().split()[::2]
+    }
+    with psycopg.connect(pg_url) as conn:
+        jobs = {job_id for (job_id,) in conn.execute("SELECT id FROM trackline.jobs")}
+        delivered = conn.execute(
+            "SELECT count(*), count(DISTINCT job_id) FROM trackline.job_status "
+            "WHERE state = 'delivered'"
+        ).fetchone()
+        # A claim taken while an earlier one held the job: its lease had not ended and no
+        # settlement came between.
+        (overlaps,) = conn.execute(
+            "SELECT count(*) FROM (SELECT state, at, lag(state) OVER w AS before, "
+            "lag(lease_until) OVER w AS held_until FROM trackline.job_status "
+            "WINDOW w AS (PARTITION BY destination, job_id ORDER BY seq)) AS s "
+            "WHERE state = 'claimed' AND before = 'claimed' AND at < held_until"
+        ).fetchone() or (None,)
+    assert started == jobs
+    assert delivered == (count, count)
+    assert overlaps == 0
+
+
+def test_delivery_workers_killed_lose_no_job_and_never_share_one(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Three worker processes claim and settle 2,000 jobs; kill -9 of one of them, four
+    times: every job is delivered and counted exactly once, the killed workers' claims come
+    back after their lease, and no job is claimed while another claim holds it."""
+    deliver_with_kills(pg_url, tmp_path, 2000, 4)
+
+
+@pytest.mark.slow
+def test_many_killed_delivery_workers_lose_no_job(pg_url: str, tmp_path: Path) -> None:
+    """The same with 20,000 jobs and thirty kills."""
+    deliver_with_kills(pg_url, tmp_path, 20_000, 30)
