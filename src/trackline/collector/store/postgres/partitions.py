@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import psycopg
 
-from trackline.collector.store.postgres.jobs import ENDED, LATEST
+from trackline.collector.store.postgres.job_rows import ENDED, LATEST
 from trackline.collector.store.postgres.schema import (
     LOCK_SPACE,
     MAINTENANCE_LOCK,
