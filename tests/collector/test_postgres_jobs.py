@@ -10,14 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.collector.store.conftest import rows
-from tests.collector.test_postgres_store import backdate, sql
+from tests.collector.test_postgres_store import backdate, open_pg, sql
+from tests.collector.test_postgres_store import stores as stores  # the fixture
 from trackline.collector.store import Job, Outcome, Settlement, order_key
 from trackline.collector.store.postgres import PostgresStore
 from trackline.collector.store.postgres.schema import SCHEMA
@@ -25,20 +24,6 @@ from trackline.collector.store.postgres.schema import SCHEMA
 LEASE = 60.0
 #: A worker that claims ten jobs under a 1 s lease and takes a minute over each.
 SLOW = ("--lease", "1.0", "--batch", "10", "--work", "60")
-
-
-@pytest.fixture
-def stores(pg_url: str) -> Iterator[list[PostgresStore]]:
-    opened: list[PostgresStore] = []
-    yield opened
-    for store in opened:
-        store.close()
-
-
-def open_pg(stores: list[PostgresStore], url: str, **options: object) -> PostgresStore:
-    store = PostgresStore(url, **{"lock_timeout": 2.0, **options})  # type: ignore[arg-type]
-    stores.append(store)
-    return store
 
 
 def counts(store: PostgresStore, name: str = "Hook") -> tuple[int, int, int, int]:

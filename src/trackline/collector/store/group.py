@@ -13,12 +13,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import queue
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from trackline.collector.ingest import Row
 from trackline.collector.store.base import WriteResult
-from trackline.collector.store.jobs import Routes
+from trackline.collector.store.jobs import Route, Routes
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,7 +51,17 @@ def _resolve_all(settled: list[tuple[Any, Any]]) -> None:
         resolve(future, outcome)
 
 
-def settle(group: Sequence[PendingWrite], outcomes: Sequence[object]) -> None:
+class Waiting(Protocol):
+    """Anything a writer answers: its future, and the event loop waiting on it (or None)."""
+
+    @property
+    def future(self) -> asyncio.Future[Any] | concurrent.futures.Future[Any]: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+
+
+def settle(group: Sequence[Waiting], outcomes: Sequence[object]) -> None:
     """Hand each write its outcome; one wake-up per event loop, not one per request."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
     for item, outcome in zip(group, outcomes, strict=True):
@@ -61,6 +72,48 @@ def settle(group: Sequence[PendingWrite], outcomes: Sequence[object]) -> None:
     for loop, settled in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(_resolve_all, settled)
+
+
+def take_group(
+    waiting: queue.SimpleQueue[object], first: Any, kinds: tuple[type, ...], max_rows: int
+) -> tuple[list[Any], object]:
+    """`first` and the items of `kinds` waiting behind it, up to about `max_rows` rows, for one
+    transaction; and the next item of another kind, which must wait its turn (else None)."""
+    group = [first]
+    size = len(first.rows)
+    while size < max_rows:
+        try:
+            following = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if not isinstance(following, kinds):
+            return group, following
+        item: Any = following
+        group.append(item)
+        size += len(item.rows)
+    return group, None
+
+
+def fail_waiting(waiting: queue.SimpleQueue[object], error: BaseException) -> None:
+    """Answer every item still queued with `error`: a writer stopping must not leave a request
+    that slipped in while it closed waiting forever."""
+    while True:
+        try:
+            late: Any = waiting.get_nowait()
+        except queue.Empty:
+            return
+        if hasattr(late, "loop"):
+            settle([late], [error])
+        elif hasattr(late, "future"):
+            resolve(late.future, error)
+
+
+def routes_per_row(writes: Sequence[Any]) -> list[Route | None]:
+    """The writes' routes, one per row; rows written without routes go nowhere."""
+    routes: list[Route | None] = []
+    for item in writes:
+        routes += [()] * len(item.rows) if item.routes is None else item.routes
+    return routes
 
 
 def credit(group: Sequence[PendingWrite], stored: Sequence[bool]) -> list[WriteResult]:

@@ -39,8 +39,14 @@ from psycopg import errors
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
 from trackline.collector.store.base import StorageError, WriteResult
-from trackline.collector.store.group import PendingWrite, credit, resolve, settle
-from trackline.collector.store.jobs import Route
+from trackline.collector.store.group import (
+    PendingWrite,
+    credit,
+    fail_waiting,
+    routes_per_row,
+    settle,
+    take_group,
+)
 from trackline.collector.store.postgres.connection import Watchdog, storage_error
 from trackline.collector.store.postgres.jobs import PostgresJobs
 from trackline.collector.store.postgres.partitions import Partitions, part_of
@@ -163,29 +169,9 @@ class Writer:
                 self._clear(item)
                 continue
             assert isinstance(item, PendingWrite)
-            group = [item]
-            size = len(item.rows)
-            while size < MAX_GROUP_ROWS:
-                try:
-                    following = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if not isinstance(following, PendingWrite):
-                    carry = following
-                    break
-                group.append(following)
-                size += len(following.rows)
+            group, carry = take_group(self._queue, item, (PendingWrite,), MAX_GROUP_ROWS)
             self._write_group(group)
-        closed = StorageError("the store is closed")
-        while True:
-            try:
-                late = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(late, PendingWrite):
-                settle([late], [closed])
-            elif isinstance(late, PendingClear):
-                resolve(late.future, closed)
+        fail_waiting(self._queue, StorageError("the store is closed"))
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -279,7 +265,7 @@ class Writer:
     ) -> tuple[list[WriteResult], list[LiveEvent]]:
         rows = [row for item in group for row in item.rows]
         rejected = sum(item.rejected for item in group)
-        routes = _routes(group)
+        routes = routes_per_row(group)
         names = {name for route in routes if route for name in route}
         if names:
             self._jobs.ids(conn, names, create=True)  # committed before, on its own
@@ -446,11 +432,3 @@ class Writer:
         else:
             assert row is not None
             item.future.set_result(int(row[0]))
-
-
-def _routes(group: Sequence[PendingWrite]) -> list[Route | None]:
-    """The writes' routes, one per row; rows written without routes go nowhere."""
-    routes: list[Route | None] = []
-    for item in group:
-        routes += [()] * len(item.rows) if item.routes is None else item.routes
-    return routes
