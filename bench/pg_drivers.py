@@ -229,7 +229,7 @@ def psycopg_group(dsn: str, how: str) -> GroupWriter:
                             copy.write_row((ordinal, *row))
                     cur.execute(INSERT_FROM_STAGING, (block,))
                     ids += [i for (i,) in cur.fetchall()]
-                elif how == "copy-direct":
+                elif how in ("copy-direct", "copy-direct-notify"):
                     # Optimistic: straight into the table; a duplicate fails the COPY, and
                     # only then does the batch go through the staging table.
                     try:
@@ -243,6 +243,9 @@ def psycopg_group(dsn: str, how: str) -> GroupWriter:
                             for ordinal, row in enumerate(part):
                                 copy.write_row((block + ordinal, *row))
                         ids += range(block, block + len(part))
+                        if how == "copy-direct-notify":
+                            # What the store adds for live streams in other processes.
+                            cur.execute("SELECT pg_notify('bench_events', %s)", (f"token {block}",))
                     except psycopg.errors.UniqueViolation:
                         with cur.copy(f"COPY staging (ord, {_COLS}) FROM STDIN") as copy:
                             for ordinal, row in enumerate(part):
@@ -467,6 +470,7 @@ VARIANTS = (
     "psycopg:group:copy",
     "psycopg:group:copy-binary",
     "psycopg:group:copy-direct",
+    "psycopg:group:copy-direct-notify",
     "psycopg:group:unnest",
     "psycopg:group:unnest-binary",
     "psycopg:group:executemany",

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 #: How long one wait for notifications lasts (also how soon a stop is noticed).
 POLL_SECONDS: Final = 0.5
 #: After a notification, how long to gather more before reading their rows at once.
-GATHER_SECONDS: Final = 0.01
+GATHER_SECONDS: Final = 0.002
 #: How often an idle listening connection proves it is alive.
 PROBE_SECONDS: Final = 5.0
 #: Longest pause between attempts to listen again after losing the connection.
