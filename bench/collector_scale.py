@@ -141,6 +141,7 @@ def measure(
             capture_output=True,
             text=True,
             check=True,
+            timeout=600,
         )
         busy_after, total_after = busy_ticks()
         after_load = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -214,7 +215,8 @@ def serve_sqlite(db: str, processes: int) -> None:
     def serve_one() -> None:
         store = open_store(db)
         try:
-            server._server(store, (), 10.0, 30.0, 5.0, (server.signal.SIGTERM,)).run(sockets=[sock])
+            options = (10.0, 30.0, 5.0, (), None, (server.signal.SIGTERM,))
+            server._server(store, (), *options).run(sockets=[sock])
         finally:
             store.close()
 
@@ -232,7 +234,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--processes", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--engines", nargs="*", default=["postgres", "sqlite"])
+    parser.add_argument(
+        "--save", action="store_true", help="write bench/results/collector_scale.{json,md}"
+    )
     args = parser.parse_args()
+    load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="trackline-scale-") as directory:
         for _ in range(args.reps):
@@ -241,7 +247,25 @@ def main() -> None:
                     result = measure(engine, processes, args, directory)
                     results.append(result)
                     print(json.dumps(result), flush=True)
-    print(summary(results), flush=True)
+    table = summary(results)
+    print(table, flush=True)
+    if args.save:
+        machine = (
+            f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+            f"load average {', '.join(f'{v:.2f}' for v in load_before)} at the start and "
+            f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end"
+        )
+        results_dir = ROOT / "bench" / "results"
+        (results_dir / "collector_scale.json").write_text(
+            json.dumps({"machine": machine, "args": vars(args), "runs": results}, indent=1) + "\n"
+        )
+        (results_dir / "collector_scale.md").write_text(
+            f"# Collector: PostgreSQL and SQLite, one and two processes\n\n"
+            f"Command: `python -m bench.collector_scale --events {args.events} --reps "
+            f"{args.reps} --save`. Machine: {machine}. Medians of {args.reps} runs; "
+            f"{args.events:,} events per run, {args.connections} connections, batches of "
+            f"{args.batch}.\n\n{table}\n"
+        )
 
 
 if __name__ == "__main__":

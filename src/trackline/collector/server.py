@@ -392,6 +392,6 @@ def check_processes(database: str | os.PathLike[str], processes: int) -> None:
     if processes > 1 and not is_postgres_url(database):
         raise ValueError(
             "--processes needs a PostgreSQL database (--db postgresql://...): processes "
-            "sharing one SQLite file take turns for its write lock, which measured no faster "
-            "than one process, and would not see each other's live events"
+            "sharing one SQLite file would not see each other's live events, and take turns "
+            "for its write lock (measured: a third more CPU per event)"
         )
