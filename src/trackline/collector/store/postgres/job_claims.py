@@ -87,8 +87,13 @@ class Claims:
             floor = self._floors.setdefault(destination, Floor())
         now = self._clock()
         with conn.transaction(), conn.cursor() as cur:
+            # The queue's pages must come from its index in order, stopping at the limit: with
+            # fresh partitions' statistics the planner would rather sort the whole queue.
             row = cur.execute(
-                "SELECT pg_advisory_xact_lock(%s, %s), nextval(%s)",
+                "SELECT pg_advisory_xact_lock(%s, %s), nextval(%s), "
+                "set_config('enable_sort', 'off', true), "
+                "set_config('enable_bitmapscan', 'off', true), "
+                "set_config('plan_cache_mode', 'force_custom_plan', true)",
                 (JOBS_LOCK_SPACE, destination, f"{SCHEMA}.claims"),
             ).fetchone()
             assert row is not None
@@ -150,17 +155,16 @@ class Claims:
         xmax = 0
         while len(chosen) < limit and scanned < MAX_CLAIM_SCAN:
             page = conn.execute(
+                "WITH snap AS MATERIALIZED (SELECT pg_snapshot_xmin(s)::text AS xmin, "
+                "pg_snapshot_xmax(s)::text AS xmax FROM pg_current_snapshot() AS s) "
                 "SELECT j.id, j.event_id, j.order_key, st.state, coalesce(st.attempts, 0), "
                 "coalesce(st.not_before, 0), st.first_attempt_at, st.error, "
                 "coalesce(st.state = 'claimed' AND st.lease_until > clock_timestamp(), false), "
-                "pg_snapshot_xmin(pg_current_snapshot())::text, "
-                "pg_snapshot_xmax(pg_current_snapshot())::text "
-                f"FROM {SCHEMA}.jobs AS j {LATEST} "
+                f"snap.xmin, snap.xmax FROM snap, {SCHEMA}.jobs AS j {LATEST} "
                 "WHERE j.destination = %s AND j.id >= %s AND j.id > %s "
                 "ORDER BY j.id LIMIT %s",
                 (destination, floor.trusted, after, page_size),
             ).fetchall()
-            page_size = _MAX_SCAN_PAGE
             if not page:
                 break
             if after < 0:
@@ -168,6 +172,7 @@ class Claims:
                 floor.trust(xmin)
             scanned += len(page)
             after = last_seen = page[-1][0]
+            before = len(chosen)
             for job_id, event_id, key, state, attempts, not_before, first, error, held, *_ in page:
                 if state in ENDED:
                     continue
@@ -182,6 +187,10 @@ class Claims:
                 chosen.append((job_id, event_id, key, attempts, not_before, first, error))
                 if len(chosen) == limit:
                     break
+            # Read about what is still wanted next; twice as much after a page of nothing.
+            wanted = limit - len(chosen)
+            grown = page_size * 2 if len(chosen) == before else 0
+            page_size = min(_MAX_SCAN_PAGE, max(wanted + wanted // 4 + 16, grown))
         if first_live is not None:
             floor.found(first_live, xmax)
         elif last_seen is not None:

@@ -113,7 +113,8 @@ CREATE TABLE {SCHEMA}.jobs (
     order_key bigint NOT NULL,
     PRIMARY KEY (destination, id)
 ) PARTITION BY RANGE (id);
-CREATE INDEX jobs_event_id ON {SCHEMA}.jobs (event_id);
+-- An event's jobs, newest first per destination (deliveries, replay).
+CREATE INDEX jobs_event ON {SCHEMA}.jobs (event_id, destination, id);
 -- A job's state is its newest status row; none yet: pending, never attempted.
 CREATE TABLE {SCHEMA}.job_status (
     destination integer NOT NULL,
