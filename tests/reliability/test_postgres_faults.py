@@ -24,7 +24,7 @@ import urllib3
 
 import trackline
 from tests.collector.test_cli import Process
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import BlackHole, FaultProxy
 from tests.support.ledger import Account, Ledger, PostgresCollectorStore
 from trackline.collector import serve
 from trackline.collector.store.postgres import PostgresStore
@@ -250,6 +250,31 @@ def test_postgres_unreachable_under_load_is_503_then_recovers(pg_url: str, ledge
             assert post_probe(collector.url).status == 200
     account.assert_exact()
     assert not account.dropped
+
+
+def test_a_silent_postgres_is_503_within_the_request_deadline(pg_url: str) -> None:
+    """PostgreSQL behind a network that swallows every query (no answer, no error): requests
+    get 503 with Retry-After before their deadline (lock timeout plus 10 s) instead of
+    hanging, and once the network carries again the same collector stores."""
+    lock_timeout = 0.5
+    parts = urlsplit(pg_url)
+    with FaultProxy(f"http://127.0.0.1:{parts.port}") as proxy:
+        via_proxy = parts._replace(
+            netloc=f"{parts.username}@127.0.0.1:{urlsplit(proxy.url).port}"
+        ).geturl()
+        with serve(via_proxy, lock_timeout=lock_timeout) as collector:
+            assert post_probe(collector.url).status == 200
+            with proxy.toxic(BlackHole()):
+                started = time.monotonic()
+                answer = post_probe(collector.url)
+                took = time.monotonic() - started
+            assert answer.status == 503
+            assert int(answer.headers["Retry-After"]) > 0
+            assert took < lock_timeout + 10.0
+            deadline = time.monotonic() + 10
+            while post_probe(collector.url).status != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
 
 
 def test_a_long_lock_is_503_within_the_request_deadline(pg_url: str) -> None:
