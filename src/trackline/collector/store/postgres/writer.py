@@ -4,15 +4,20 @@ Like the SQLite writer, it takes every write waiting and commits them in one tra
 measured (bench/pg_drivers.py), that shape with COPY costs the least CPU on both sides of the
 connection. A group's transaction:
 
-1. takes the rotation lock shared and one id block per `BLOCK` rows (see `partitions.py`);
+1. takes the rotation lock shared (see `partitions.py`), a transaction id (claims of
+   delivery jobs rely on it coming first, see `job_claims.py`), and one id block per `BLOCK`
+   rows;
 2. sets aside rows whose messageId came earlier in the group, or is stored in the partition
    before this one (one query, the ids sent as one JSON array);
 3. COPYs the rest straight into `events` (binary). A messageId already stored in this
    partition fails the COPY; then the transaction starts over on the careful path: COPY into
    a temporary table and `INSERT ... ON CONFLICT DO NOTHING`. Resends are rare, so the common
    path pays for no conflict handling;
-4. appends the counts of what it stored (and the duplicate and rejected counts) and notifies
-   the other processes of the new id ranges, in one statement; then commits.
+4. COPYs one delivery job per destination each stored row's route names (`jobs.py`);
+5. appends the counts of what it stored (and the duplicate, rejected and unroutable counts)
+   and notifies the other processes of the new id blocks, in one statement; then commits.
+
+The SQL of these steps is in `group_sql.py`.
 
 Only then are the requests answered and live subscribers of this process given the rows (from
 memory: nothing is read back). A failed group fails every request in it with `StorageError`
@@ -22,7 +27,6 @@ a short pause so a database that is gone is not hammered.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -32,7 +36,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import orjson
 import psycopg
 from psycopg import errors
 
@@ -47,16 +50,15 @@ from trackline.collector.store.group import (
     settle,
     take_group,
 )
+from trackline.collector.store.postgres import group_sql
 from trackline.collector.store.postgres.connection import Watchdog, storage_error
 from trackline.collector.store.postgres.jobs import PostgresJobs
 from trackline.collector.store.postgres.partitions import Partitions, part_of
 from trackline.collector.store.postgres.schema import (
     BLOCK,
-    CHANNEL,
     LOCK_SPACE,
     ROTATE_LOCK,
     SCHEMA,
-    partition_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,23 +70,6 @@ RECONNECT_PAUSE: Final = 0.25
 #: Seconds idle after which the connection is checked before a group uses it.
 IDLE_PROBE_SECONDS: Final = 5.0
 
-_COLUMNS: Final = ", ".join(Row._fields)
-_TYPES: Final = ["int8"] + ["text"] * len(Row._fields)
-_STAGING: Final = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS staging (id bigint, "
-    + ", ".join(f"{column} text" for column in Row._fields)
-    + ") ON COMMIT DELETE ROWS"
-)
-_BOOKKEEPING: Final = f"""
-WITH counted AS (
-    INSERT INTO {SCHEMA}.event_counts (part, type, source, n)
-    SELECT * FROM unnest(%s::int[], %s::text[], %s::text[], %s::bigint[])
-), totalled AS (
-    INSERT INTO {SCHEMA}.totals (duplicates, rejected, unroutable) SELECT %s, %s, %s WHERE %s
-)
-SELECT pg_notify('{CHANNEL}', %s) WHERE %s
-"""
-
 
 @dataclasses.dataclass(slots=True)
 class PendingClear:
@@ -92,15 +77,6 @@ class PendingClear:
 
 
 _STOP: Final = object()
-#: What `clear()` empties (destinations stay: their ids are cached by every process).
-_CLEARED: Final = ", ".join(
-    f"{SCHEMA}.{table}"
-    for table in ("events", "event_counts", "totals", "jobs", "job_status", "job_counts")
-)
-
-
-class _Conflict(Exception):
-    """A messageId of the group is already stored in its partition: take the careful path."""
 
 
 class Writer:
@@ -239,7 +215,7 @@ class Writer:
             try:
                 with self._watchdog.guard(conn, self._deadline):
                     return self._commit(conn, group, careful)
-            except _Conflict:
+            except group_sql.Conflict:
                 careful = True
             except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
                 # Two processes storing the same messageIds in opposite orders: one of them
@@ -284,19 +260,19 @@ class Writer:
             assert found is not None
             starts: list[int] = found[0]
             ids = self._ids(conn, rows, starts)
-            fresh = self._fresh(conn, rows, ids)
+            fresh = group_sql.new_rows(conn, self._partitions, rows, ids)
             if fresh:
                 if careful:
-                    stored = self._insert_carefully(cur, rows, ids, fresh)
+                    stored = group_sql.insert_carefully(cur, rows, ids, fresh)
                 else:
-                    self._copy(cur, rows, ids, fresh)
+                    group_sql.copy_rows(cur, rows, ids, fresh)
                     stored = set(fresh)
             else:
                 stored = set()
             unroutable = 0
             if stored and any(route != () for route in routes):
                 unroutable = self._jobs.enqueue(cur, rows, routes, ids, stored)
-            self._bookkeeping(cur, rows, ids, stored, rejected, unroutable)
+            group_sql.bookkeeping(cur, rows, ids, stored, rejected, unroutable, self._token)
         flags = [index in stored for index in range(len(rows))]
         results = credit(group, flags)
         live: list[LiveEvent] = []
@@ -315,98 +291,6 @@ class Writer:
             self._partitions.load(conn)  # writing moved on to a partition made since
         return [starts[index // BLOCK] + index % BLOCK for index in range(len(rows))]
 
-    def _fresh(
-        self, conn: psycopg.Connection[Any], rows: Sequence[Row], ids: Sequence[int]
-    ) -> list[int]:
-        """Positions of rows to store: the first of each messageId in the group, unless the
-        partition before the one it goes to holds it already."""
-        seen: set[str] = set()
-        fresh: list[int] = []
-        for index, row in enumerate(rows):
-            if row.message_id not in seen:
-                seen.add(row.message_id)
-                fresh.append(index)
-        by_previous: dict[int, list[int]] = collections.defaultdict(list)
-        for index in fresh:
-            previous = self._partitions.previous(part_of(ids[index]))
-            if previous is not None:
-                by_previous[previous].append(index)
-        stored_before: set[str] = set()
-        for previous, positions in by_previous.items():
-            found = conn.execute(
-                "SELECT value FROM jsonb_array_elements_text(%s::jsonb) AS wanted(value) "
-                f"WHERE EXISTS (SELECT 1 FROM {partition_table(previous)} "
-                "WHERE message_id = wanted.value)",
-                (orjson.dumps([rows[index].message_id for index in positions]).decode(),),
-            ).fetchall()
-            stored_before.update(value for (value,) in found)
-        if stored_before:
-            fresh = [index for index in fresh if rows[index].message_id not in stored_before]
-        return fresh
-
-    @staticmethod
-    def _copy(
-        cur: psycopg.Cursor[Any], rows: Sequence[Row], ids: Sequence[int], fresh: Sequence[int]
-    ) -> None:
-        try:
-            with cur.copy(f"COPY {SCHEMA}.events (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as c:
-                c.set_types(_TYPES)
-                for index in fresh:
-                    c.write_row((ids[index], *rows[index]))
-        except errors.UniqueViolation:
-            raise _Conflict() from None
-
-    @staticmethod
-    def _insert_carefully(
-        cur: psycopg.Cursor[Any], rows: Sequence[Row], ids: Sequence[int], fresh: Sequence[int]
-    ) -> set[int]:
-        cur.execute(_STAGING)
-        with cur.copy(f"COPY staging (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as c:
-            c.set_types(_TYPES)
-            for index in fresh:
-                c.write_row((ids[index], *rows[index]))
-        cur.execute(
-            f"INSERT INTO {SCHEMA}.events (id, {_COLUMNS}) SELECT id, {_COLUMNS} FROM staging "
-            "ORDER BY id ON CONFLICT DO NOTHING RETURNING id"
-        )
-        position = {ids[index]: index for index in fresh}
-        return {position[event_id] for (event_id,) in cur.fetchall()}
-
-    def _bookkeeping(
-        self,
-        cur: psycopg.Cursor[Any],
-        rows: Sequence[Row],
-        ids: Sequence[int],
-        stored: set[int],
-        rejected: int,
-        unroutable: int,
-    ) -> None:
-        counts: collections.Counter[tuple[int, str, str]] = collections.Counter(
-            (part_of(ids[index]), rows[index].type, rows[index].source) for index in stored
-        )
-        duplicates = len(rows) - len(stored)
-        payload = ""
-        if stored:
-            # The blocks holding stored rows: a listener reads exactly this transaction's rows.
-            blocks = sorted({ids[index] - ids[index] % BLOCK for index in stored})
-            payload = " ".join([self._token, *map(str, blocks)])
-        keys = list(counts)
-        cur.execute(
-            _BOOKKEEPING,
-            (
-                [key[0] for key in keys],
-                [key[1] for key in keys],
-                [key[2] for key in keys],
-                [counts[key] for key in keys],
-                duplicates,
-                rejected,
-                unroutable,
-                duplicates > 0 or rejected > 0 or unroutable > 0,
-                payload,
-                bool(payload),
-            ),
-        )
-
     # -- clear -----------------------------------------------------------------------------
 
     def _clear(self, item: PendingClear) -> None:
@@ -417,11 +301,11 @@ class Writer:
             try:
                 with self._watchdog.guard(conn, self._deadline), conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, ROTATE_LOCK))
-                    conn.execute(f"LOCK TABLE {_CLEARED} IN ACCESS EXCLUSIVE MODE")
+                    conn.execute(f"LOCK TABLE {group_sql.CLEARED} IN ACCESS EXCLUSIVE MODE")
                     row = conn.execute(
                         f"SELECT coalesce(sum(n), 0) FROM {SCHEMA}.event_counts"
                     ).fetchone()
-                    conn.execute(f"TRUNCATE {_CLEARED}")
+                    conn.execute(f"TRUNCATE {group_sql.CLEARED}")
                 self._jobs.forget()
             except psycopg.Error as exc:
                 if conn.broken or conn.closed:
