@@ -393,5 +393,5 @@ def check_processes(database: str | os.PathLike[str], processes: int) -> None:
         raise ValueError(
             "--processes needs a PostgreSQL database (--db postgresql://...): processes "
             "sharing one SQLite file would not see each other's live events, and take turns "
-            "for its write lock (measured: a third more CPU per event)"
+            "for its write lock (measured: a fifth to a third more CPU per event)"
         )
