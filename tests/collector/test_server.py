@@ -54,7 +54,7 @@ def read_response(sock: socket.socket) -> bytes:
 
 def request_head(length: int, path: str = "/v1/batch") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Authorization: {basic('key')}\r\nContent-Length: {length}\r\n\r\n"
     ).encode()
 
@@ -121,7 +121,7 @@ def test_good_requests_pass_while_slow_clients_hold_connections(
     stuck = [connect(collector) for _ in range(50)]
     try:
         for sock in stuck:
-            sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         started = time.monotonic()
         assert http.post("/v1/batch", {"batch": [message(1)]}).status == 200
         # Held behind them it would wait for their header deadline (1 s in these tests).

@@ -1,5 +1,12 @@
 """The collector's HTTP API as a Starlette app: the Tracking API ingest routes, the read API,
-the live stream of new events, and JSON error answers for everything else."""
+the live stream of new events, and JSON error answers for everything else.
+
+Every route states who may use it. Before routing, the guard (`access.guard`) refuses a
+`Host` the collector does not answer to. Ingest then checks the `Origin`, and the write key
+before the body is read when it comes in a header; reads check the read token (or loopback);
+clearing needs a read, the collector's own origin and this machine. What a request may hold
+while it waits on the network (a body, a listing, a stream) is bounded by `limits`.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +15,30 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Generator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
+import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from trackline.collector import debugger
-from trackline.collector.access import WriteKeys, basic_auth_user, is_loopback
+from trackline.collector import debugger, limits
+from trackline.collector.access import (
+    Guard,
+    KeyIds,
+    basic_auth_user,
+    caller,
+    is_loopback,
+    key_problem,
+)
 from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
     MESSAGE_TYPES,
@@ -35,7 +52,15 @@ from trackline.collector.ingest import (
     process,
 )
 from trackline.collector.live import Lagged, LiveEvent
-from trackline.collector.store import EventQuery, StorageError, Store, open_store
+from trackline.collector.settings import CollectorSettings, SettingsOptions, settings_of
+from trackline.collector.store import (
+    EventQuery,
+    ReadTooCostly,
+    RowsRefused,
+    StorageError,
+    Store,
+    open_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +71,13 @@ RETRY_AFTER_SECONDS: Final = 2
 MAX_PENDING_ROWS: Final = 100_000
 #: Ingest requests being read, decoded and committed at once (each body up to 500 KB);
 #: beyond, 503, so a flood of large bodies cannot take all memory.
-MAX_REQUESTS_IN_FLIGHT: Final = 256
+MAX_REQUESTS_IN_FLIGHT: Final = limits.INGEST_REQUESTS
 #: `GET /api/events` returns at most this many events.
 MAX_EVENTS_LIMIT: Final = 10_000
+#: Longest `q=` text searched for.
+MAX_QUERY_CHARS: Final = 256
+#: Bytes of a debugger login form read at most.
+_MAX_LOGIN_BYTES: Final = 4096
 #: An idle live stream sends a comment this often, so proxies and browsers keep it open.
 KEEPALIVE_SECONDS: Final = 15.0
 
@@ -62,7 +91,13 @@ def _json(
 
 
 def _error(
-    status: int, code: str, message: str, *, close: bool = False, retry_after: bool = False
+    status: int,
+    code: str,
+    message: str,
+    *,
+    close: bool = False,
+    retry_after: bool = False,
+    challenge: str = "Basic",
 ) -> Response:
     headers = {}
     if close:
@@ -70,8 +105,21 @@ def _error(
     if retry_after:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="trackline"'
+        headers["WWW-Authenticate"] = f'{challenge} realm="trackline"'
     return _json({"code": code, "message": message}, status, headers)
+
+
+def _rejected(exc: RequestRejected, challenge: str = "Basic") -> Response:
+    return _error(exc.status, exc.code, exc.message, close=exc.status == 408, challenge=challenge)
+
+
+def _overloaded(what: str) -> Response:
+    return _error(503, "overloaded", f"too many {what} in progress", retry_after=True)
+
+
+def _unavailable() -> Response:
+    message = "the store cannot take writes right now; try again shortly"
+    return _error(503, "storage_unavailable", message, retry_after=True)
 
 
 def _flag(value: str | None) -> bool:
@@ -91,22 +139,32 @@ def _unauthorized(key: str | None) -> RequestRejected:
     return RequestRejected(401, "unauthorized", "unknown write key")
 
 
-class _Collector:
-    """The state the routes share: the store, the accepted keys, the deadlines."""
+def _forbidden_origin() -> Response:
+    message = "requests from this web origin may not change data here (see --allow-origin)"
+    return _error(403, "forbidden_origin", message)
 
-    def __init__(
-        self,
-        database: str | os.PathLike[str] | Store,
-        write_keys: Iterable[str],
-        body_timeout: float,
-        lock_timeout: float,
-    ) -> None:
-        self._database = database
+
+class _Collector:
+    """The state the routes share: the store, the access policies, the limits, the deadlines."""
+
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        policies = settings.policies()
+        self.keys = policies.write_keys
+        self.reads = policies.read_access
+        self.origins = policies.origins
+        self.policies = policies
+        self.body_timeout = settings.body_timeout
+        self._lock_timeout = settings.lock_timeout
+        database = settings.database
         self._storage = None if isinstance(database, str | os.PathLike) else database
-        self._lock_timeout = lock_timeout
-        self.keys = WriteKeys(write_keys)
-        self.body_timeout = body_timeout
-        self._in_flight = 0
+        self._key_ids: KeyIds | None = None
+        self._ingest_gate = limits.Gate(limits.INGEST_REQUESTS)
+        self._body_key_gate = limits.Gate(
+            limits.BODY_KEY_REQUESTS, limits.BODY_KEY_REQUESTS_PER_CLIENT
+        )
+        self._read_gate = limits.Gate(limits.READS, limits.READS_PER_CLIENT)
+        self._stream_gate = limits.Gate(limits.SUBSCRIBERS, limits.SUBSCRIBERS_PER_CLIENT)
 
     @property
     def storage(self) -> Store:
@@ -114,13 +172,22 @@ class _Collector:
             raise RuntimeError("the collector app has not started (no lifespan startup)")
         return self._storage
 
+    @property
+    def key_ids(self) -> KeyIds:
+        if self._key_ids is None:
+            self._key_ids = KeyIds(self.storage.key_secret)
+        return self._key_ids
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Open the store when the app owns it (created from a path), close it at shutdown."""
         owned = None
         if self._storage is None:
-            assert isinstance(self._database, str | os.PathLike)
-            owned = self._storage = open_store(self._database, lock_timeout=self._lock_timeout)
+            database = self.settings.database
+            assert isinstance(database, str | os.PathLike)
+            owned = self._storage = open_store(database, lock_timeout=self._lock_timeout)
+        if self.origins.any:
+            logger.warning("allow_origins '*': every web page a browser opens may send events here")
         try:
             yield
         finally:
@@ -130,13 +197,11 @@ class _Collector:
 
     # -- ingest --------------------------------------------------------------------------
 
-    async def _read_body(self, request: Request) -> bytes:
-        reader = BodyReader(gzip=is_gzip(request.headers.get("content-encoding")))
+    async def _read_body(self, request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes:
+        reader = BodyReader(gzip=is_gzip(request.headers.get("content-encoding")), limit=limit)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-            raise RequestRejected(
-                413, "body_too_large", f"the request body is over {MAX_REQUEST_BYTES} bytes"
-            )
+        if declared.isdigit() and int(declared) > limit:
+            raise RequestRejected(413, "body_too_large", f"the request body is over {limit} bytes")
         try:
             async with asyncio.timeout(self.body_timeout):
                 async for chunk in request.stream():
@@ -147,37 +212,66 @@ class _Collector:
             ) from None
         return reader.finish()
 
+    def _checked_key(self, key: object) -> str:
+        """`key` when it may write; raises 400 for a malformed key, 401 for a missing or
+        unknown one."""
+        if key is None or key == "":
+            raise _unauthorized(None)
+        problem = key_problem(key)
+        if problem is not None:
+            raise RequestRejected(400, "invalid_write_key", problem)
+        assert isinstance(key, str)
+        if not self.keys.accepts(key):
+            raise _unauthorized(key)
+        return key
+
+    def _header_key(self, header: str | None) -> str | None:
+        """The write key of a Basic `Authorization` header, checked; None without one (the
+        key may then be in the body)."""
+        if header is None:
+            return None
+        try:
+            key = basic_auth_user(header)
+        except ValueError as exc:
+            raise RequestRejected(400, "invalid_write_key", str(exc)) from None
+        return None if key is None else self._checked_key(key)
+
     async def ingest(self, request: Request, route_type: str | None) -> Response:
         """`POST /v1/batch` and `/v1/import` (`route_type` None), or a single-message route
-        (`/v1/track`, ...) whose type is `route_type`."""
-        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT:
-            return _error(503, "overloaded", "too many requests in progress", retry_after=True)
-        self._in_flight += 1
-        try:
-            return await self._ingest(request, route_type)
-        finally:
-            self._in_flight -= 1
+        (`/v1/track`, ...) whose type is `route_type`.
 
-    async def _ingest(self, request: Request, route_type: str | None) -> Response:
+        A key in the header is checked before anything is read and before the request takes
+        a place: a wrong one costs nothing. A key in the body is known only once the body is
+        read, so such requests wait in a pool of their own with a share per client."""
+        who = caller(request)
+        if not self.origins.permits(who.headers, who.origin):
+            return _forbidden_origin()
+        try:
+            header_key = self._header_key(who.headers.get("authorization"))
+        except RequestRejected as exc:
+            return _rejected(exc)
+        if header_key is not None:
+            gate, client = self._ingest_gate, None
+        else:
+            gate, client = self._body_key_gate, who.address
+        with gate.place(client) as entered:
+            if not entered:
+                return _overloaded("requests")
+            return await self._ingest(request, route_type, header_key)
+
+    async def _ingest(
+        self, request: Request, route_type: str | None, header_key: str | None
+    ) -> Response:
         received_at = datetime.now(UTC)
         try:
-            header = request.headers.get("authorization")
-            try:
-                header_key = basic_auth_user(header) if header else None
-            except ValueError as exc:
-                raise RequestRejected(401, "unauthorized", str(exc)) from None
             body = await self._read_body(request)
-            if header_key is not None and not self.keys.accepts(header_key):
-                raise _unauthorized(header_key)
             envelope = parse_batch(body) if route_type is None else parse_single(body, route_type)
-            key = header_key if header_key is not None else envelope.write_key
-            if key is None or not self.keys.accepts(key):
-                raise _unauthorized(key)
-            processed = process(envelope, source=key, received_at=received_at)
+            key = header_key if header_key is not None else self._checked_key(envelope.write_key)
+            processed = process(envelope, source=self.key_ids(key), received_at=received_at)
         except RequestRejected as exc:
             # A slow client is let go; an unread rest of a body refused for another reason is
             # discarded by the server (see server.py), so the client gets to read the answer.
-            return _error(exc.status, exc.code, exc.message, close=exc.status == 408)
+            return _rejected(exc)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it
         rejected = [
@@ -191,75 +285,136 @@ class _Collector:
             try:
                 async with asyncio.timeout(self._lock_timeout + 10.0):
                     result = await storage.submit(processed.rows, len(rejected))
-            except (StorageError, TimeoutError) as exc:
-                message = str(exc) or "the store did not commit in time"
-                return _error(503, "storage_unavailable", message, retry_after=True)
+            except RowsRefused:
+                return _error(400, "invalid_value", "the store cannot hold a value of this batch")
+            except (StorageError, TimeoutError):
+                return _unavailable()
             accepted, duplicates = result.accepted, result.duplicates
         return _json({"accepted": accepted, "duplicates": duplicates, "rejected": rejected})
 
     # -- read ----------------------------------------------------------------------------
 
-    async def list_events(self, request: Request) -> Response:
-        """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
-        `meta=1` wraps each message with its row id and source (see `Store.events`)."""
+    def read_refusal(self, request: Request) -> RequestRejected | None:
+        """Why `request` may not read (see `access.reads`), or None."""
+        who = caller(request)
+        return self.reads.refusal(who.headers, who.request.cookies, who.client)
+
+    @contextlib.asynccontextmanager
+    async def _reading(self, request: Request) -> AsyncIterator[Response | None]:
+        """Checks a read and holds a read place for the `with` block; yields the refusal to
+        answer instead, or None to go on."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            yield _rejected(refusal, challenge="Bearer")
+            return
+        client = caller(request).address
+        with self._read_gate.place(client) as entered:
+            yield None if entered else _overloaded("reads")
+
+    def _query(self, request: Request) -> tuple[EventQuery, bool]:
+        """The filters of `GET /api/events`; raises 400 naming a bad one."""
         params = request.query_params
         try:
             meta = _flag(params.get("meta"))
         except ValueError as exc:
-            return _error(400, "invalid_parameter", f"meta {exc}")
+            raise RequestRejected(400, "invalid_parameter", f"meta {exc}") from None
         try:
             limit = int(params.get("limit", "100"))
         except ValueError:
             limit = 0
         if not 1 <= limit <= MAX_EVENTS_LIMIT:
-            return _error(
-                400, "invalid_parameter", f"limit must be a whole number 1-{MAX_EVENTS_LIMIT}"
-            )
+            message = f"limit must be a whole number 1-{MAX_EVENTS_LIMIT}"
+            raise RequestRejected(400, "invalid_parameter", message)
         kind = params.get("type") or None
         if kind is not None and kind not in MESSAGE_TYPES:
-            return _error(400, "invalid_parameter", f"type must be one of {sorted(MESSAGE_TYPES)}")
-        since = None
+            message = f"type must be one of {sorted(MESSAGE_TYPES)}"
+            raise RequestRejected(400, "invalid_parameter", message)
+        q = params.get("q") or None
+        if q is not None and len(q) > MAX_QUERY_CHARS:
+            message = f"q must be at most {MAX_QUERY_CHARS} characters"
+            raise RequestRejected(400, "invalid_parameter", message)
         try:
             moment = parse_timestamp(params.get("since") or None)
         except ValueError as exc:
-            return _error(400, "invalid_parameter", f"since: {exc}")
-        if moment is not None:
-            since = format_timestamp(moment)
+            raise RequestRejected(400, "invalid_parameter", f"since: {exc}") from None
         query = EventQuery(
             type=kind,
             user_id=params.get("user_id") or None,
             anonymous_id=params.get("anonymous_id") or None,
             event=params.get("event") or None,
             source=params.get("source") or None,
-            q=params.get("q") or None,
-            since=since,
+            q=q,
+            since=None if moment is None else format_timestamp(moment),
             limit=limit,
         )
-        events = await run_in_threadpool(functools.partial(self.storage.events, meta=meta), query)
-        return Response(b'{"events":' + events + b"}", media_type=_JSON)
+        return query, meta
+
+    async def list_events(self, request: Request) -> Response:
+        """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
+        `meta=1` wraps each message with its row id and source (see `Store.events`). The
+        answer is streamed: the store hands it over in pieces (`Store.event_pieces`)."""
+        try:
+            query, meta = self._query(request)
+        except RequestRejected as exc:
+            return _rejected(exc)
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return _rejected(refusal, challenge="Bearer")
+        client = caller(request).address
+        if not self._read_gate.enter(client):
+            return _overloaded("reads")
+        pieces = self.storage.event_pieces(query, meta=meta)
+        try:
+            first = await run_in_threadpool(next, pieces)
+        except BaseException as exc:
+            self._read_gate.leave(client)
+            await run_in_threadpool(pieces.close)
+            if isinstance(exc, ReadTooCostly):
+                return _error(
+                    400,
+                    "query_too_costly",
+                    "this listing took too long; narrow it with type, user_id, event or since",
+                )
+            if isinstance(exc, StorageError):
+                return _unavailable()
+            raise
+        released = functools.partial(self._read_gate.leave, client)
+        return StreamingResponse(_listing(first, pieces, released), media_type=_JSON)
 
     async def get_event(self, request: Request) -> Response:
         """`GET /api/events/{message_id}`."""
-        message_id = request.path_params["message_id"]
-        body = await run_in_threadpool(self.storage.event, message_id)
+        async with self._reading(request) as refused:
+            if refused is not None:
+                return refused
+            message_id = request.path_params["message_id"]
+            body = await run_in_threadpool(self.storage.event, message_id)
         if body is None:
-            return _error(404, "not_found", f"no event with messageId {message_id!r}")
+            return _error(404, "not_found", f"no event with messageId {message_id[:100]!r}")
         return Response(body, media_type=_JSON)
 
     async def clear_events(self, request: Request) -> Response:
-        """`DELETE /api/events`: only from this machine, since it destroys data."""
-        client = request.client.host if request.client else None
-        if not is_loopback(client):
+        """`DELETE /api/events`: a reader on this machine, from the collector's own page or an
+        allowed origin (never `*`), since it destroys data."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return _rejected(refusal, challenge="Bearer")
+        who = caller(request)
+        if not self.origins.permits(who.headers, who.origin, admin=True):
+            return _forbidden_origin()
+        if not is_loopback(who.client):
             return _error(403, "forbidden", "the store can only be cleared from this machine")
         try:
             deleted = await run_in_threadpool(self.storage.clear, self._lock_timeout + 10.0)
-        except (StorageError, TimeoutError) as exc:
-            return _error(503, "storage_unavailable", str(exc), retry_after=True)
+        except (StorageError, TimeoutError):
+            return _unavailable()
         return _json({"deleted": deleted})
 
     async def stats(self, request: Request) -> Response:
         """`GET /api/stats`."""
-        stats = await run_in_threadpool(self.storage.stats)
+        async with self._reading(request) as refused:
+            if refused is not None:
+                return refused
+            stats = await run_in_threadpool(self.storage.stats)
         return _json(
             {
                 "events": stats.events,
@@ -271,13 +426,13 @@ class _Collector:
         )
 
     async def health(self, request: Request) -> Response:
-        """`GET /healthz`: 200 when the store takes a write now, else 503 (for load balancers)."""
+        """`GET /healthz`: 200 when the store takes a write now, else 503 (for load balancers).
+        Open to anyone who reaches the collector: it tells nothing but that."""
         try:
             async with asyncio.timeout(self._lock_timeout + 5.0):
                 await self.storage.submit([])
-        except (StorageError, TimeoutError) as exc:
-            message = str(exc) or "the store did not answer in time"
-            return _error(503, "storage_unavailable", message, retry_after=True)
+        except (StorageError, TimeoutError):
+            return _unavailable()
         return _json({"status": "ok"})
 
     async def stream(self, request: Request) -> Response:
@@ -288,6 +443,12 @@ class _Collector:
             meta = _flag(request.query_params.get("meta"))
         except ValueError as exc:
             return _error(400, "invalid_parameter", f"meta {exc}")
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return _rejected(refusal, challenge="Bearer")
+        client = caller(request).address
+        if not self._stream_gate.enter(client):
+            return _overloaded("live streams")
         frame = _meta_frame if meta else _frame
         subscription = self.storage.hub.subscribe()
 
@@ -306,12 +467,62 @@ class _Collector:
                         yield b"".join(frame(event) for event in news)
             finally:
                 subscription.close()
+                self._stream_gate.leave(client)
 
         return StreamingResponse(
             events(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    # -- the debugger's login ----------------------------------------------------------------
+
+    async def page_refusal(self, request: Request) -> Response | None:
+        """What `GET /` and `/debugger` answer instead of the page, or None to serve it."""
+        refusal = self.read_refusal(request)
+        if refusal is None:
+            return None
+        if refusal.status == 401:
+            return debugger.login_page()
+        return _rejected(refusal)
+
+    async def login(self, request: Request) -> Response:
+        """`POST /debugger/login` (the login page's form, `token=...`): with the right read
+        token, a cookie that lets this browser read, and back to the page."""
+        who = caller(request)
+        if not self.origins.permits(who.headers, who.origin, admin=True):
+            return _forbidden_origin()
+        if not self.reads.token_required:
+            return RedirectResponse("../", status_code=303)
+        try:
+            body = await self._read_body(request, limit=_MAX_LOGIN_BYTES)
+        except RequestRejected as exc:
+            return _rejected(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+        if not self.reads.matches(form.get("token", [""])[0]):
+            return debugger.login_page(failed=True)
+        answer = RedirectResponse("../", status_code=303)
+        answer.headers.append("Set-Cookie", self.reads.cookie(secure=who.secure))
+        return answer
+
+
+async def _listing(
+    first: bytes, pieces: Generator[bytes, None, None], release: functools.partial[None]
+) -> AsyncIterator[bytes]:
+    """A listing's pieces wrapped as `{"events": [...]}`; each further piece is read on a
+    worker thread when the client has taken the one before. At the end (or when the client
+    went away) the read place is given back and the store's iterator closed."""
+    try:
+        yield b'{"events":' + first
+        while (piece := await run_in_threadpool(next, pieces, None)) is not None:
+            yield piece
+        yield b"}"
+    finally:
+        release()
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(pieces.close)
 
 
 def _frame(event: LiveEvent) -> bytes:
@@ -335,25 +546,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    return _error(500, "internal_error", "the collector failed; see its log")
+    # Answered outside the guard (Starlette's outermost layer), so it adds nosniff itself.
+    answer = _error(500, "internal_error", "the collector failed; see its log")
+    answer.headers["X-Content-Type-Options"] = "nosniff"
+    return answer
 
 
 def create_app(
-    database: str | os.PathLike[str] | Store,
-    *,
-    write_keys: Iterable[str] = (),
-    body_timeout: float = 30.0,
-    lock_timeout: float = 5.0,
+    database: str | os.PathLike[str] | Store | CollectorSettings,
+    /,
+    **options: Unpack[SettingsOptions],
 ) -> Starlette:
-    """The collector as an ASGI app.
+    """The collector as an ASGI app, for any ASGI server.
 
-    `database` is a SQLite file path (the app opens it at startup and closes it at shutdown)
-    or an open `Store` the caller owns. With `write_keys`, only those keys may write (401
-    otherwise); with none, any non-empty key may, and it is recorded as the source. A request
-    body must arrive within `body_timeout` seconds (408 otherwise). A commit waits
-    `lock_timeout` seconds for a lock held elsewhere before the request gets 503.
+    `database` is a SQLite file path (the app opens it at startup and closes it at shutdown),
+    an open `Store` the caller owns, or `CollectorSettings`; keyword `options` set (or
+    override) the settings' fields. Under a server of your own, turn its proxy headers off
+    (uvicorn: `proxy_headers=False`): `trusted_proxies` is how the collector believes them.
+    The header and send deadlines are carried by trackline's own server (`start`, `run`).
     """
-    collector = _Collector(database, write_keys, body_timeout, lock_timeout)
+    settings = settings_of(database, options)
+    collector = _Collector(settings)
     routes = [
         Route(f"/v1/{path}", functools.partial(collector.ingest, route_type=kind), methods=["POST"])
         for path, kind in [("batch", None), ("import", None), *((t, t) for t in MESSAGE_TYPES)]
@@ -365,9 +578,16 @@ def create_app(
         Route("/api/stats", collector.stats, methods=["GET"]),
         Route("/api/stream", collector.stream, methods=["GET"]),
         Route("/healthz", collector.health, methods=["GET"]),
-        *debugger.routes(),
+        *debugger.routes(collector.page_refusal, collector.login),
     ]
     handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=collector.lifespan)
+    policies = collector.policies
+    guard = Middleware(Guard, hosts=policies.hosts, clients=policies.clients)
+    app = Starlette(
+        routes=routes,
+        middleware=[guard],
+        exception_handlers=handlers,
+        lifespan=collector.lifespan,
+    )
     app.state.collector = collector
     return app
