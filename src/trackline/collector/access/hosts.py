@@ -59,7 +59,7 @@ class Hosts:
             name = host_name(entry)
             if is_ip_literal(name):
                 continue  # always answered
-            if not _NAME.match(name) or len(name) > 253:
+            if "/" in entry or not _NAME.match(name) or len(name) > 253:
                 raise ConfigError(
                     "allow_hosts",
                     f"{entry!r} is not a host name (give the name alone: no scheme, port or path)",
