@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 import trackline
 from tests.collector.conftest import Http, source_of
-from trackline.collector import RunningCollector
+from trackline.collector import RunningCollector, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -423,3 +424,34 @@ def test_readable_in_light_and_dark_mode(
     for badge in page.locator("#types .badge").all():
         colours = [badge.evaluate(style, p) for p in ("color", "backgroundColor")]
         assert _contrast(*colours) >= 4.5, badge.text_content()
+
+
+def test_with_a_read_token_the_page_asks_for_it_once(
+    browser: Browser, db_path: Path, make_client: MakeClient
+) -> None:
+    """A collector with a read token shows a login form instead of the events; a wrong token
+    is said to be wrong; the right one opens the live page, and the browser keeps a cookie
+    that scripts cannot read (HttpOnly) and other sites' requests do not carry (Strict)."""
+    token = "browser-read-token-31f7a9c2"
+    with serve(db_path, read_token=token) as running:
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(running.url + "/")
+        expect(page.locator("#token")).to_be_visible()
+        assert page.locator("#events").count() == 0
+        page.locator("#token").fill("not-the-token-at-all")
+        page.locator("button[type=submit]").click()
+        expect(page.locator("#failed")).to_be_visible()
+        page.locator("#token").fill(token)
+        page.locator("button[type=submit]").click()
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        make_client(KEY, host=running.url, sync=True).track("019mr8mf4r", "After Login")
+        expect(page.locator("#events .name")).to_have_text(["After Login"])
+        (cookie,) = context.cookies()
+        assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+        assert token not in cookie["value"]
+        assert page.evaluate("document.cookie") == ""
+        context.close()
+        assert errors == []

@@ -174,12 +174,17 @@ def test_read_token_guards_every_read(guarded: RunningCollector) -> None:
 def test_login_sets_a_strict_http_only_cookie(guarded: RunningCollector) -> None:
     """The login form with the right token answers 303 to the page and sets a cookie
     (HttpOnly, SameSite=Strict, not the token) that lets the page and the API answer; a wrong
-    token gets the login page again, saying so; a login from another origin is refused."""
+    token goes back to the login page, which says so; a login from another origin is
+    refused."""
     http = Http(guarded.url)
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     wrong = http.request("POST", "/debugger/login", b"token=nope", form)
-    assert wrong.status == 401
-    assert b'role="alert">' in wrong.body
+    assert (wrong.status, wrong.headers["location"]) == (303, "../?login=failed")
+    assert "set-cookie" not in wrong.headers
+    again = http.get("/?login=failed")
+    assert again.status == 401
+    assert b'role="alert">' in again.body
+    assert b'role="alert" hidden>' in http.get("/").body
     foreign = http.request(
         "POST", "/debugger/login", f"token={TOKEN}".encode(), {**form, "Origin": EVIL}
     )

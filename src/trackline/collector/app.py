@@ -483,12 +483,13 @@ class _Collector:
         if refusal is None:
             return None
         if refusal.status == 401:
-            return debugger.login_page()
+            return debugger.login_page(failed=request.query_params.get("login") == "failed")
         return _rejected(refusal)
 
     async def login(self, request: Request) -> Response:
         """`POST /debugger/login` (the login page's form, `token=...`): with the right read
-        token, a cookie that lets this browser read, and back to the page."""
+        token, a cookie that lets this browser read; back to the page either way (303, so a
+        reload does not post again; relative, so it works under a proxy's path prefix)."""
         who = caller(request)
         if not self.origins.permits(who.headers, who.origin, admin=True):
             return _forbidden_origin()
@@ -502,7 +503,7 @@ class _Collector:
             return Response(status_code=400)
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         if not self.reads.matches(form.get("token", [""])[0]):
-            return debugger.login_page(failed=True)
+            return RedirectResponse("../?login=failed", status_code=303)
         answer = RedirectResponse("../", status_code=303)
         answer.headers.append("Set-Cookie", self.reads.cookie(secure=who.secure))
         return answer

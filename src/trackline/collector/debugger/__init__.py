@@ -40,7 +40,9 @@ _MEDIA_TYPES: Final = {
 _HEADERS: Final = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser sends `Origin: null` with the page's own POSTs (the
+    # login form), which the origin check must refuse. The URL still never leaves this origin.
+    "Referrer-Policy": "same-origin",
 }
 
 Refusal = Callable[[Request], Awaitable[Response | None]]

@@ -29,7 +29,10 @@ _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 
 def create_private(path: Path) -> None:
-    """Create `path` as an empty file only its owner may read or write, unless it exists."""
+    """Create `path` as an empty file only its owner may read or write, unless it exists (or
+    names no file: SQLite's `:memory:`)."""
+    if str(path) == ":memory:":
+        return
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
