@@ -219,6 +219,10 @@ class Reads:
                     if isinstance(news, Lagged):
                         yield b'event: lagged\ndata: {"missed":%d}\n\n' % news.missed
                     elif not news:
+                        # A server that promises to raise on a send to a gone client (ASGI
+                        # 2.4) and does not would keep this stream forever: ask, at least here.
+                        if await request.is_disconnected():
+                            return
                         yield b": keep-alive\n\n"
                     else:
                         yield b"".join(frame(event) for event in news)

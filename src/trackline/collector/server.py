@@ -13,9 +13,9 @@ stream would wait on it forever, holding its place. The protocol closes a connec
 writes stay paused (the socket's buffers full) for `send_timeout`.
 
 The protocol subclasses uvicorn's `H11Protocol` and uses some of its internals (`conn`,
-`cycle`, `transport`, `on_response_complete`): `pyproject.toml` admits only the uvicorn
-releases it was tested with, and `tests/collector/test_server.py` fails on one that changed
-them. uvicorn's own proxy header handling is off: the app believes `X-Forwarded-*` from
+`cycle`, `transport`, `loop`, `on_response_complete`, `send_400_response`): `pyproject.toml`
+admits only the uvicorn releases it was tested with (0.32.1 to 0.54), and
+`tests/collector/test_server.py` fails on one that changed them. uvicorn's own proxy header handling is off: the app believes `X-Forwarded-*` from
 `trusted_proxies` only, whatever `FORWARDED_ALLOW_IPS` says.
 """
 
