@@ -15,8 +15,9 @@ writes stay paused (the socket's buffers full) for `send_timeout`.
 The protocol subclasses uvicorn's `H11Protocol` and uses some of its internals (`conn`,
 `cycle`, `transport`, `loop`, `on_response_complete`, `send_400_response`): `pyproject.toml`
 admits only the uvicorn releases it was tested with (0.32.1 to 0.54), and
-`tests/collector/test_server.py` fails on one that changed them. uvicorn's own proxy header handling is off: the app believes `X-Forwarded-*` from
-`trusted_proxies` only, whatever `FORWARDED_ALLOW_IPS` says.
+`tests/collector/test_server.py` fails on one that changed them. uvicorn's own proxy header
+handling is off: the app believes `X-Forwarded-*` from `trusted_proxies` only, whatever
+`FORWARDED_ALLOW_IPS` says.
 """
 
 from __future__ import annotations
