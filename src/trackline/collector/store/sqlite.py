@@ -362,7 +362,8 @@ class SQLiteStore:
         """After a group failed on what its rows hold: each request again, in its own commit,
         so only the one that brought those rows fails."""
         if len(group) == 1:
-            logger.warning("a request's rows were refused by the store: %r", first)
+            # The exception's text may quote the value: only its kind is logged.
+            logger.warning("a request's rows were refused by the store (%s)", type(first).__name__)
             return [RowsRefused("the store cannot hold a value of this request")]
         outcomes: list[WriteResult | BaseException] = []
         for item in group:
@@ -371,7 +372,8 @@ class SQLiteStore:
                 self._healthy = True
             except Exception as exc:
                 if _about_the_rows(exc):
-                    logger.warning("a request's rows were refused by the store: %r", exc)
+                    kind = type(exc).__name__
+                    logger.warning("a request's rows were refused by the store (%s)", kind)
                     outcomes.append(RowsRefused("the store cannot hold a value of this request"))
                 else:
                     self._healthy = False
