@@ -147,9 +147,10 @@ def test_origin_policy() -> None:
     star = Origins(["*"])
     assert star.allows("http://evil.example", own)
     assert not star.allows("http://evil.example", own, admin=True)
-    assert origins.permits({}, own)
-    assert origins.permits({"sec-fetch-site": "same-origin"}, own)
-    assert not origins.permits({"sec-fetch-site": "cross-site"}, own)
+    assert origins.permits({}, lambda: own)
+    assert origins.permits({"sec-fetch-site": "same-origin"}, lambda: own)
+    assert not origins.permits({"sec-fetch-site": "cross-site"}, lambda: own)
+    assert origins.permits({"origin": own}, lambda: own)
     assert list(Origins(["HTTP://LOCALHOST:3000", "https://a.example"])) == [
         "http://localhost:3000",
         "https://a.example",

@@ -181,10 +181,12 @@ class _Collector:
             gate, client = self._ingest_gate, None
         else:
             gate, client = self._body_key_gate, who.address
-        with gate.place(client) as entered:
-            if not entered:
-                return answers.overloaded("requests")
+        if not gate.enter(client):
+            return answers.overloaded("requests")
+        try:
             return await self._ingest(request, route_type, header_key)
+        finally:
+            gate.leave(client)
 
     async def _ingest(
         self, request: Request, route_type: str | None, header_key: str | None

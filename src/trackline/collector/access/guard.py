@@ -7,7 +7,6 @@ microseconds for it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -18,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trackline.collector.access.hosts import Hosts, host_name
 from trackline.collector.access.network import Clients
 from trackline.collector.access.origins import own_origin
+from trackline.integrations.proxies import TrustedProxies
 from trackline.integrations.request import RequestInfo, from_scope
 
 _SCOPE_KEY: Final = "trackline.caller"
@@ -25,21 +25,37 @@ _NOSNIFF: Final = (b"x-content-type-options", b"nosniff")
 _NO_STORE: Final = (b"cache-control", b"no-store")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Caller:
-    """Who made a request: as the browser addressed it (`request`: scheme and host forwarded
-    by trusted proxies only, lower-case headers, cookies), the client's address (`client`, None
-    when unknown) and the TCP peer's."""
+    """Who made a request: its headers (lower-case names, repeated ones joined with `, `), the
+    client's address (`client`, None when unknown: see `access.network`) and the TCP peer's.
 
-    request: RequestInfo
-    client: str | None
-    peer: str | None
+    `request` (the scheme, host and cookies as the browser used them, forwarded by trusted
+    proxies only) is worked out on first use: most requests (ingest from a program) never
+    need it."""
+
+    __slots__ = ("_proxies", "_request", "_scope", "client", "headers", "peer")
+
+    def __init__(
+        self,
+        scope: Scope,
+        headers: Mapping[str, str],
+        client: str | None,
+        peer: str | None,
+        proxies: TrustedProxies,
+    ) -> None:
+        self._scope = scope
+        self._proxies = proxies
+        self._request: RequestInfo | None = None
+        self.headers = headers
+        self.client = client
+        self.peer = peer
 
     @property
-    def headers(self) -> Mapping[str, str]:
-        return self.request.headers
+    def request(self) -> RequestInfo:
+        if self._request is None:
+            self._request = from_scope(self._scope, self._proxies)
+        return self._request
 
-    @property
     def origin(self) -> str | None:
         """The collector's own origin as this request's page would see it."""
         return own_origin(self.request.scheme, self.request.host)
@@ -88,15 +104,28 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = from_scope(scope, self.clients.proxies)
+        headers = _headers(scope)
         peer = _peer(scope)
-        if not self.hosts.allows(request.host):
-            await _refuse_host(send, request.host)
+        proxies = self.clients.proxies
+        caller = Caller(scope, headers, self.clients.address(peer, headers), peer, proxies)
+        # Behind a trusted proxy the name the browser used is in X-Forwarded-Host.
+        host = caller.request.host if proxies.peer_is_trusted(peer) else headers.get("host")
+        if not self.hosts.allows(host):
+            await _refuse_host(send, host or "")
             return
-        scope[_SCOPE_KEY] = Caller(request, self.clients.address(peer, request.headers), peer)
+        scope[_SCOPE_KEY] = caller
         path: str = scope.get("path", "")
         extra = (_NOSNIFF, _NO_STORE) if path.startswith("/api/") else (_NOSNIFF,)
         await self.app(scope, receive, _with_headers(send, extra))
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers") or ():
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 def _peer(scope: Scope) -> str | None:

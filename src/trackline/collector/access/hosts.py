@@ -13,6 +13,7 @@ every name, for a collector behind a proxy that checks names itself.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -35,8 +36,10 @@ def host_name(host: str) -> str:
     return host.removesuffix(".")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_ip_literal(name: str) -> bool:
-    """Whether `name` (as `host_name` returns it) is an IP address rather than a DNS name."""
+    """Whether `name` (as `host_name` returns it) is an IP address rather than a DNS name.
+    Cached: a collector sees the same few names over and over."""
     try:
         ipaddress.ip_address(name)
     except ValueError:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
 from trackline.errors import ConfigError
@@ -93,9 +93,12 @@ class Origins:
             return True
         return self.any and not admin
 
-    def permits(self, headers: Mapping[str, str], own: str | None, *, admin: bool = False) -> bool:
-        """Whether a request that changes data, with these (lower-case) headers, may go on."""
+    def permits(
+        self, headers: Mapping[str, str], own: Callable[[], str | None], *, admin: bool = False
+    ) -> bool:
+        """Whether a request that changes data, with these (lower-case) headers, may go on;
+        `own()` gives the collector's own origin, asked only when the request names one."""
         origin = headers.get("origin")
         if origin is None:
             return headers.get("sec-fetch-site", "").strip().lower() not in _FOREIGN_FETCH
-        return self.allows(origin, own, admin=admin)
+        return self.allows(origin, own(), admin=admin)
