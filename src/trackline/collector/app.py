@@ -115,6 +115,11 @@ class _Collector:
             owned = self._storage = open_store(database, lock_timeout=self._lock_timeout)
         if self.origins.any:
             logger.warning("allow_origins '*': every web page a browser opens may send events here")
+        if self.policies.hosts.any:
+            logger.warning(
+                "allow_hosts '*': requests naming any host are answered (no defence "
+                "against DNS rebinding unless a proxy in front checks names)"
+            )
         try:
             yield
         finally:

@@ -118,13 +118,13 @@ class Reads:
         """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
         `meta=1` wraps each message with its row id and source (see `Store.events`). The
         answer is streamed: the store hands it over in pieces (`Store.event_pieces`)."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return answers.rejected(refusal, challenge="Bearer")
         try:
             query, meta = self._query(request)
         except RequestRejected as exc:
             return answers.rejected(exc)
-        refusal = self.read_refusal(request)
-        if refusal is not None:
-            return answers.rejected(refusal, challenge="Bearer")
         client = caller(request).address
         if not self._read_gate.enter(client):
             return answers.overloaded("reads")
@@ -196,13 +196,13 @@ class Reads:
         """`GET /api/stream`: server-sent events, one per newly stored message (`id:` is its
         row id, `data:` the stored message, or with `meta=1` the message wrapped as in
         `GET /api/events?meta=1`); `event: lagged` when some were skipped."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return answers.rejected(refusal, challenge="Bearer")
         try:
             meta = answers.flag(request.query_params.get("meta"))
         except ValueError as exc:
             return answers.error(400, "invalid_parameter", f"meta {exc}")
-        refusal = self.read_refusal(request)
-        if refusal is not None:
-            return answers.rejected(refusal, challenge="Bearer")
         client = caller(request).address
         if not self._stream_gate.enter(client):
             return answers.overloaded("live streams")

@@ -38,7 +38,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from trackline.collector.access import check_bind
+from trackline.collector.access import check_bind, is_loopback_bind
 from trackline.collector.app import create_app
 from trackline.collector.live import EventHub
 from trackline.collector.settings import (
@@ -239,7 +239,14 @@ def _server(settings: CollectorSettings, storage: Store) -> _Server:
 
 def _open(settings: CollectorSettings) -> tuple[Store, bool]:
     """The store `settings` name and whether this server owns it (opened it from a path)."""
-    check_bind(settings.host, settings.policies().write_keys)
+    policies = settings.policies()
+    check_bind(settings.host, policies.write_keys)
+    if not is_loopback_bind(settings.host) and not policies.read_access.token_required:
+        logger.info(
+            "listening on %s without a read token: only clients on this machine may read "
+            "(the API, the live stream, the debugger); --read-token lets others in",
+            settings.host,
+        )
     database = settings.database
     if isinstance(database, str | os.PathLike):
         return open_store(database, lock_timeout=settings.lock_timeout, fsync=settings.fsync), True
