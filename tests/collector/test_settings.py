@@ -149,14 +149,14 @@ def test_command_line_secrets_from_files_and_environment(tmp_path: Path) -> None
 def test_command_line_refuses_bad_options_before_starting(
     tmp_path: Path, argv: list[str], named: bytes
 ) -> None:
-    """A bad option exits with status 2 and a message naming it; nothing is created."""
+    """A bad option exits with status 1 and a message naming it; nothing is created."""
     done = subprocess.run(
         [sys.executable, "-m", "trackline", "collector", "--port", "0", *argv],
         capture_output=True,
         timeout=30,
         cwd=tmp_path,
     )
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert named in done.stderr
     assert not (tmp_path / "trackline.sqlite3").exists()
 

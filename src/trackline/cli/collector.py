@@ -2,7 +2,8 @@
 
 The options map one to one onto `CollectorSettings`. Secrets need not be on the command line
 (where `ps` shows them): write keys may come from `--write-key-file` or `TRACKLINE_WRITE_KEYS`
-(comma-separated), the read token from `--read-token-file` or `TRACKLINE_READ_TOKEN`.
+(comma-separated), the read token from `--read-token-file` or `TRACKLINE_READ_TOKEN`. A bad
+option, like a refused bind, exits with status 1 and says why.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ORIGIN",
         dest="allow_origins",
-        help="let pages on ORIGIN (http://localhost:3000) send events (repeatable; * for any)",
+        help="let web pages at ORIGIN (http://localhost:3000) send events and read the "
+        "analytics.js settings from a browser (repeatable; * for any origin, with a warning: "
+        "never for clearing the store or logging in)",
     )
     keys.add_argument(
         "--trusted-proxy",
@@ -80,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         dest="trusted_proxies",
         help="believe X-Forwarded-For/-Proto/-Host from this address or network (repeatable)",
+    )
+    parser.add_argument(
+        "--analytics-js",
+        metavar="FILE",
+        help="serve FILE (analytics.js, e.g. from your node_modules) at "
+        "/analytics.js/v1/{writeKey}/analytics.min.js, and the chunks beside it",
     )
     limits = parser.add_argument_group("deadlines")
     limits.add_argument(
@@ -150,6 +159,7 @@ def settings_from(
         body_timeout=args.body_timeout,
         send_timeout=args.send_timeout,
         fsync=args.fsync,
+        analytics_js=args.analytics_js,
     )
 
 
@@ -171,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except (ConfigError, OSError) as exc:
         print(f"trackline collector: {exc}", file=sys.stderr)
-        return 2
+        return 1
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from trackline.collector import answers, debugger, limits
+from trackline.collector import answers, browser, debugger, limits
 from trackline.collector.access import (
     Guard,
     KeyIds,
@@ -36,9 +36,11 @@ from trackline.collector.access import (
     caller,
     key_problem,
 )
+from trackline.collector.cors import CorsMiddleware
 from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
     MESSAGE_TYPES,
+    SHORT_TYPES,
     BodyReader,
     RequestRejected,
     is_gzip,
@@ -114,7 +116,9 @@ class _Collector:
             assert isinstance(database, str | os.PathLike)
             owned = self._storage = open_store(database, lock_timeout=self._lock_timeout)
         if self.origins.any:
-            logger.warning("allow_origins '*': every web page a browser opens may send events here")
+            logger.warning(
+                "allow_origins '*': pages at every origin a browser opens may send events"
+            )
         if self.policies.hosts.any:
             logger.warning(
                 "allow_hosts '*': requests naming any host are answered (no defence "
@@ -168,9 +172,13 @@ class _Collector:
             raise RequestRejected(400, "invalid_write_key", str(exc)) from None
         return None if key is None else self._checked_key(key)
 
-    async def ingest(self, request: Request, route_type: str | None) -> Response:
+    async def ingest(
+        self, request: Request, route_type: str | None, browser: bool = False
+    ) -> Response:
         """`POST /v1/batch` and `/v1/import` (`route_type` None), or a single-message route
-        (`/v1/track`, ...) whose type is `route_type`.
+        (`/v1/track`, ...) whose type is `route_type`. `browser` marks analytics.js's routes
+        (`/v1/b`, `/v1/t`, ...), whose messages get the sender's address as `context.ip`
+        when they carry none.
 
         A key in the header is checked before anything is read and before the request takes
         a place: a wrong one costs nothing. A key in the body is known only once the body is
@@ -189,19 +197,21 @@ class _Collector:
         if not gate.enter(client):
             return answers.overloaded("requests")
         try:
-            return await self._ingest(request, route_type, header_key)
+            ip = who.address if browser else None
+            return await self._ingest(request, route_type, header_key, ip)
         finally:
             gate.leave(client)
 
     async def _ingest(
-        self, request: Request, route_type: str | None, header_key: str | None
+        self, request: Request, route_type: str | None, header_key: str | None, ip: str | None
     ) -> Response:
         received_at = datetime.now(UTC)
         try:
             body = await self._read_body(request)
             envelope = parse_batch(body) if route_type is None else parse_single(body, route_type)
             key = header_key if header_key is not None else self._checked_key(envelope.write_key)
-            processed = process(envelope, source=self.key_ids(key), received_at=received_at)
+            source = self.key_ids(key)
+            processed = process(envelope, source=source, received_at=received_at, ip=ip)
         except RequestRejected as exc:
             # A slow client is let go; an unread rest of a body refused for another reason is
             # discarded by the server (see server.py), so the client gets to read the answer.
@@ -290,6 +300,27 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return answer
 
 
+#: The ingest routes by path: the message type a single-message route implies (None for a
+#: batch), and whether it is one of analytics.js's short routes.
+INGEST_ROUTES: Final[dict[str, tuple[str | None, bool]]] = {
+    "/v1/batch": (None, False),
+    "/v1/import": (None, False),
+    **{f"/v1/{kind}": (kind, False) for kind in sorted(MESSAGE_TYPES)},
+    "/v1/b": (None, True),
+    **{f"/v1/{letter}": (kind, True) for letter, kind in sorted(SHORT_TYPES.items())},
+}
+
+
+def cross_origin_method(path: str) -> str | None:
+    """The method a path takes from pages at allowed origins: POST for ingest, GET for the
+    analytics.js settings; None for every other path (closed to other origins)."""
+    if path in INGEST_ROUTES:
+        return "POST"
+    if browser.is_settings_path(path):
+        return "GET"
+    return None
+
+
 def create_app(
     database: str | os.PathLike[str] | Store | CollectorSettings,
     /,
@@ -299,16 +330,24 @@ def create_app(
 
     `database` is a SQLite file path (the app opens it at startup and closes it at shutdown),
     an open `Store` the caller owns, or `CollectorSettings`; keyword `options` set (or
-    override) the settings' fields. Under a server of your own, turn its proxy headers off
+    override) the settings' fields. Pages at `allow_origins` may send events and read the
+    analytics.js settings from a browser (CORS); `analytics_js` is a file served as
+    `/analytics.js/v1/{writeKey}/analytics.min.js` (see `browser.py`). Under a server of your
+    own, turn its proxy headers off
     (uvicorn: `proxy_headers=False`): `trusted_proxies` is how the collector believes them.
     The header and send deadlines are carried by trackline's own server (`start`, `run`).
     """
     settings = settings_of(database, options)
     collector = _Collector(settings)
     routes = [
-        Route(f"/v1/{path}", functools.partial(collector.ingest, route_type=kind), methods=["POST"])
-        for path, kind in [("batch", None), ("import", None), *((t, t) for t in MESSAGE_TYPES)]
+        Route(
+            path,
+            functools.partial(collector.ingest, route_type=kind, browser=short),
+            methods=["POST"],
+        )
+        for path, (kind, short) in INGEST_ROUTES.items()
     ]
+    routes += browser.routes(collector.keys, settings.analytics_js)
     routes += [
         Route("/api/events", collector.read_api.list_events, methods=["GET"]),
         Route("/api/events", collector.read_api.clear_events, methods=["DELETE"]),
@@ -320,10 +359,14 @@ def create_app(
     ]
     handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
     policies = collector.policies
-    guard = Middleware(Guard, hosts=policies.hosts, clients=policies.clients)
+    # The guard first: no answer at all (not even to a preflight) for a host it refuses.
+    middleware = [
+        Middleware(Guard, hosts=policies.hosts, clients=policies.clients),
+        Middleware(CorsMiddleware, origins=policies.origins, method_of=cross_origin_method),
+    ]
     app = Starlette(
         routes=routes,
-        middleware=[guard],
+        middleware=middleware,
         exception_handlers=handlers,
         lifespan=collector.lifespan,
     )

@@ -290,14 +290,15 @@ def start(
     `CollectorSettings`; keyword `options` set (or override) the settings' fields. Without a
     `port`, a free one is taken. Raises `OpenBindError` for a non-loopback `host` without
     `write_keys`, `ConfigError` for a bad option, `StorageError` when the database cannot be
-    used, and `OSError` when the address is taken.
+    used, and `OSError` when the address is taken or `analytics_js` cannot be read.
     """
     settings = settings_of(database, options)
     storage, owned = _open(settings)
     try:
+        # The app first: an option it refuses must not leave a socket listening.
+        server = _server(settings, storage)
         sock = _listen(settings.host, settings.listening_port(0))
         url = _url(sock)
-        server = _server(settings, storage)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="trackline-collector", daemon=True
         )
@@ -344,8 +345,8 @@ def run(
     settings = settings_of(database, options)
     storage, owned = _open(settings)
     try:
-        sock = _listen(settings.host, settings.listening_port(DEFAULT_PORT))
         server = _server(settings, storage)
+        sock = _listen(settings.host, settings.listening_port(DEFAULT_PORT))
         if on_ready is not None:
             on_ready(_url(sock))  # connections wait in the listen backlog until served
         server.run(sockets=[sock])

@@ -55,6 +55,8 @@ class CollectorSettings:
       before it is disconnected.
     - `lock_timeout`: seconds a commit waits for a lock another process holds (then 503).
     - `fsync`: commits survive power loss, not only a crash (slower).
+    - `analytics_js`: a file (analytics.js, from the user's node_modules) served at
+      `/analytics.js/v1/{writeKey}/analytics.min.js`, with the chunks beside it.
     """
 
     database: str | os.PathLike[str] | Store
@@ -70,6 +72,7 @@ class CollectorSettings:
     send_timeout: float = 30.0
     lock_timeout: float = 5.0
     fsync: bool = False
+    analytics_js: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("write_keys", "allow_hosts", "allow_origins", "trusted_proxies"):
@@ -135,6 +138,7 @@ class SettingsOptions(TypedDict, total=False):
     send_timeout: float
     lock_timeout: float
     fsync: bool
+    analytics_js: str | os.PathLike[str] | None
 
 
 def settings_of(

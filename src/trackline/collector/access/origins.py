@@ -78,6 +78,10 @@ class Origins:
             origins.add(origin)
         self._origins = frozenset(origins)
 
+    def __bool__(self) -> bool:
+        """Whether any origin besides the collector's own is allowed."""
+        return self.any or bool(self._origins)
+
     def __iter__(self) -> Iterator[str]:
         """The allowed origins named one by one (not `*`), normalised."""
         return iter(sorted(self._origins))
