@@ -429,3 +429,23 @@ def test_slow_header_key_requests_do_not_hold_places(db_path: Path) -> None:
         finally:
             for sock in stalled:
                 sock.close()
+
+
+def test_analytics_js_settings_name_the_host_the_browser_used(db_path: Path) -> None:
+    """Behind a trusted proxy, the settings analytics.js loads send it to the scheme and host
+    the browser used (X-Forwarded-Proto/-Host), not to the collector's own address; a
+    malformed key in the path has no settings."""
+    with serve(
+        db_path, trusted_proxies=["127.0.0.1"], allow_hosts=["collector.example"]
+    ) as running:
+        http = Http(running.url)
+        forwarded = {
+            "X-Forwarded-For": "203.0.113.9",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "collector.example",
+        }
+        answer = http.request("GET", "/v1/projects/web-key/settings", headers=forwarded)
+        segment = answer.json["integrations"]["Segment.io"]
+        assert (segment["protocol"], segment["apiHost"]) == ("https", "collector.example/v1")
+        too_long = http.request("GET", f"/v1/projects/{'k' * 300}/settings", headers=forwarded)
+        assert too_long.status == 404

@@ -83,8 +83,11 @@ class WriteKeys:
         return not self._keys
 
     def accepts(self, key: str) -> bool:
-        """Whether the well-formed `key` may write; compared in constant time, against every
-        configured key, so the answer's timing tells nothing about how close a guess was."""
+        """Whether `key` may write: well formed (`key_problem`), and configured or the mode
+        open. Compared in constant time, against every configured key, so the answer's timing
+        tells nothing about how close a guess was."""
+        if key_problem(key) is not None:
+            return False
         if not self._keys:
             return True
         candidate = key.encode()
