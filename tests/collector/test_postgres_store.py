@@ -19,8 +19,16 @@ from tests.collector.conftest import message
 from tests.support.faultproxy import BlackHole, FaultProxy
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.live import Lagged, LiveEvent
-from trackline.collector.store import EventQuery, StorageError, WriteResult, open_store
+from trackline.collector.store import (
+    EventQuery,
+    ReadTooCostly,
+    RowsRefused,
+    StorageError,
+    WriteResult,
+    open_store,
+)
 from trackline.collector.store.postgres import PostgresStore
+from trackline.collector.store.postgres import reads as postgres_reads
 from trackline.collector.store.postgres.schema import MIGRATIONS, SCHEMA, SPAN, VERSION
 
 
@@ -337,3 +345,62 @@ def test_an_unreachable_database_at_start_is_a_clear_error(pg_url: str) -> None:
     with pytest.raises(StorageError, match=r"someone:\*\*\*@127\.0\.0\.1:1/nowhere") as caught:
         open_store(url, lock_timeout=0.5)
     assert "hunter2" not in str(caught.value)
+
+
+def test_every_process_shares_one_key_secret(pg_url: str, stores: list[PostgresStore]) -> None:
+    """The key id secret is made once per database and kept: every store on it, now and
+    after a restart, keys key ids alike."""
+    first, second = open_pg(stores, pg_url), open_pg(stores, pg_url)
+    assert len(first.key_secret) == 32
+    assert first.key_secret == second.key_secret
+    first.close()
+    with PostgresStore(pg_url) as again:
+        assert again.key_secret == second.key_secret
+
+
+def test_rows_postgres_cannot_hold_fail_their_request_alone(
+    pg_url: str, stores: list[PostgresStore]
+) -> None:
+    """Requests committed together, two of them with text PostgreSQL cannot take (a NUL, an
+    unpaired surrogate): those fail with RowsRefused, the others are stored, and the store
+    stays healthy."""
+    store = open_pg(stores, pg_url)
+    poisoned = [rows(90, userId="a\x00b"), rows(91, source="\ud800")]
+
+    async def scenario() -> list[WriteResult | BaseException]:
+        futures = [store.submit(rows(n)) for n in range(5)]
+        futures.insert(2, store.submit(poisoned[0]))
+        futures.insert(4, store.submit(poisoned[1]))
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes.pop(4), RowsRefused)
+    assert isinstance(outcomes.pop(2), RowsRefused)
+    assert outcomes == [WriteResult(1, 0)] * 5
+    assert store.stats().events == 5
+    assert store.healthy
+
+
+def test_a_listing_comes_in_pieces(pg_url: str, stores: list[PostgresStore]) -> None:
+    """A large listing is handed over in pieces that join into the whole JSON array."""
+    store = open_pg(stores, pg_url)
+    for start in range(0, 600, 200):
+        store.write(rows(*range(start, start + 200), properties={"pad": "x" * 400}))
+    pieces = list(store.event_pieces(EventQuery(limit=1000)))
+    assert len(pieces) > 2
+    found = orjson.loads(b"".join(pieces))
+    assert [event["messageId"] for event in found] == [f"message-{n}" for n in range(599, -1, -1)]
+
+
+def test_a_read_past_its_budget_is_too_costly(
+    pg_url: str, stores: list[PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing whose database work outlasts the read budget stops with ReadTooCostly, and
+    the store reads on afterwards."""
+    store = open_pg(stores, pg_url)
+    store.write(rows(*range(2000), properties={"pad": "y" * 2000}))
+    monkeypatch.setattr(postgres_reads, "READ_BUDGET_SECONDS", 0.001)
+    with pytest.raises(ReadTooCostly):
+        store.events(EventQuery(q="no such text anywhere", limit=10))
+    monkeypatch.undo()
+    assert store.events(EventQuery(q="message-1999", limit=10)).count(b"messageId") == 1

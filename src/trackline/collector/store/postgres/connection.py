@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, TypeVar
 
 import psycopg
@@ -179,6 +179,27 @@ class Pool:
             finally:
                 self._give(conn)
         raise AssertionError("unreachable")
+
+    def stream(
+        self, work: Callable[[psycopg.Connection[Any]], Iterator[T]]
+    ) -> Generator[T, None, None]:
+        """The items of `work(conn)`, each made within the pool's deadline (the time between
+        items, when the caller hands them on, is not counted); the connection is held until
+        the generator ends or is closed. Raises `StorageError`."""
+        conn, _ = self._take()
+        try:
+            items = work(conn)
+            while True:
+                try:
+                    with self._watchdog.guard(conn, self._deadline):
+                        item = next(items)
+                except StopIteration:
+                    return
+                except psycopg.Error as exc:
+                    raise storage_error(exc, self._url) from exc
+                yield item
+        finally:
+            self._give(conn)
 
     def _take(self) -> tuple[psycopg.Connection[Any], bool]:
         deadline = time.monotonic() + self._wait

@@ -1,20 +1,29 @@
 """The read side of the PostgreSQL store: the SQL behind `/api/events`, one event, and
 `/api/stats`. Each function takes a connection and returns what the `Store` interface does.
 
-Lists are composed as JSON text by PostgreSQL (the bodies are stored JSON already), so a page
-of events is one row fetched, not one per event. Newest first is `ORDER BY id DESC` over a
-table partitioned by id ranges: PostgreSQL reads the newest partition's index first and stops
-at the limit.
+A listing is read through a server-side cursor and handed on in pieces, so the largest
+answer costs a piece's memory; the items are composed as JSON text by PostgreSQL (the bodies
+are stored JSON already). Newest first is `ORDER BY id DESC` over a table partitioned by id
+ranges: PostgreSQL reads the newest partition's index first and stops at the limit.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Generator, Sequence
 from typing import Any, Final
 
 import orjson
 import psycopg
+from psycopg import errors
 
-from trackline.collector.store.base import EventQuery, Stats
+from trackline.collector.store.base import (
+    MAX_SCAN_ROWS,
+    READ_BUDGET_SECONDS,
+    EventQuery,
+    ReadTooCostly,
+    Stats,
+)
 from trackline.collector.store.postgres.schema import SCHEMA
 
 #: An event with its row id and source, composed as text: the body is already JSON.
@@ -22,10 +31,14 @@ _META_ITEM: Final = (
     """'{"id":' || id || ',"source":' || to_json(source)::text || ',"message":' || body || '}'"""
 )
 _FILTERS: Final = ("type", "user_id", "anonymous_id", "event", "source")
+#: Bytes of a listing gathered before they are handed on as one piece.
+PIECE_BYTES: Final = 64 * 1024
 
 
-def events(conn: psycopg.Connection[Any], query: EventQuery, *, meta: bool = False) -> bytes:
-    """Stored messages matching `query`, newest first, as one JSON array (see `Store.events`)."""
+def listing_sql(query: EventQuery, *, meta: bool = False) -> tuple[str, list[object]]:
+    """The statement behind `Store.events`: one row per event, the JSON text of each, newest
+    first. `q` and `source`, which no index serves, only look at the newest `MAX_SCAN_ROWS`
+    events (so do the other filters then, as in the SQLite engine)."""
     clauses: list[str] = []
     params: list[object] = []
     for column in _FILTERS:
@@ -43,14 +56,45 @@ def events(conn: psycopg.Connection[Any], query: EventQuery, *, meta: bool = Fal
         params.append(f"%{escaped}%")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     item = _META_ITEM if meta else "body"
-    row = conn.execute(
-        "SELECT '[' || coalesce(string_agg(item, ',' ORDER BY id DESC), '') || ']' FROM "
-        f"(SELECT id, {item} AS item FROM {SCHEMA}.events {where} "
-        "ORDER BY id DESC LIMIT %s) AS page",
-        (*params, query.limit),
-    ).fetchone()
-    assert row is not None
-    return str(row[0]).encode()
+    source = f"{SCHEMA}.events"
+    if query.q or query.source is not None:
+        source = f"(SELECT * FROM {SCHEMA}.events ORDER BY id DESC LIMIT {MAX_SCAN_ROWS}) AS recent"
+    sql = f"SELECT {item} FROM {source} {where} ORDER BY id DESC LIMIT %s"
+    return sql, [*params, query.limit]
+
+
+def listing(
+    conn: psycopg.Connection[Any], sql: str, params: Sequence[object]
+) -> Generator[bytes, None, None]:
+    """The rows of `sql`, as one JSON array handed over in pieces of about `PIECE_BYTES`,
+    read through a server-side cursor; each fetch may take `READ_BUDGET_SECONDS` of database
+    work (`ReadTooCostly` past it). `conn` must be idle; the listing runs in a transaction."""
+    with conn.transaction():
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, true)",
+            (str(math.ceil(READ_BUDGET_SECONDS * 1000)),),
+        )
+        with conn.cursor(name="trackline_listing") as cur:
+            try:
+                cur.execute(sql, params)
+                pieces = [b"["]
+                size = 1
+                separator = b""
+                while rows := cur.fetchmany(128):
+                    for (item,) in rows:
+                        data = str(item).encode()
+                        pieces += (separator, data)
+                        size += len(data) + 1
+                        separator = b","
+                    if size >= PIECE_BYTES:
+                        yield b"".join(pieces)
+                        pieces, size = [], 0
+            except errors.QueryCanceled as exc:
+                if "statement timeout" not in str(exc):
+                    raise
+                raise ReadTooCostly(f"stopped after {READ_BUDGET_SECONDS} s") from None
+    pieces.append(b"]")
+    yield b"".join(pieces)
 
 
 def event(conn: psycopg.Connection[Any], message_id: str) -> bytes | None:

@@ -24,6 +24,7 @@ grows is updated in place, and nothing old is deleted row by row.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Final
 
 import psycopg
@@ -143,6 +144,13 @@ CREATE TABLE {SCHEMA}.job_counts (
     last_success_at timestamptz
 );
 """,
+    # Values the store keeps about itself: the key id secret every process shares.
+    3: f"""
+CREATE TABLE {SCHEMA}.meta (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
+""",
 }
 
 #: The schema version this code writes.
@@ -186,6 +194,19 @@ def create_partition(conn: psycopg.Connection[Any], number: int) -> None:
     conn.execute(
         f"INSERT INTO {SCHEMA}.partitions (number) VALUES (%s) ON CONFLICT DO NOTHING", (number,)
     )
+
+
+def key_secret(conn: psycopg.Connection[Any]) -> bytes:
+    """The store's key id secret (`Store.key_secret`), made now if it has none; the first
+    process to make one wins, every other reads that one."""
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.meta (name, value) VALUES ('key_id_secret', %s) "
+        "ON CONFLICT (name) DO NOTHING",
+        (secrets.token_bytes(32),),
+    )
+    row = conn.execute(f"SELECT value FROM {SCHEMA}.meta WHERE name = 'key_id_secret'").fetchone()
+    assert row is not None
+    return bytes(row[0])
 
 
 def migrate(conn: psycopg.Connection[Any], where: str) -> int:

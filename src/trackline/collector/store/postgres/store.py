@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -43,7 +43,7 @@ from trackline.collector.store.postgres.connection import (
 from trackline.collector.store.postgres.jobs import PostgresJobs
 from trackline.collector.store.postgres.listener import Listener
 from trackline.collector.store.postgres.partitions import Maintenance, Partitions
-from trackline.collector.store.postgres.schema import migrate
+from trackline.collector.store.postgres.schema import key_secret, migrate
 from trackline.collector.store.postgres.writer import PendingClear, Writer
 from trackline.collector.store.url import redact
 
@@ -103,6 +103,7 @@ class PostgresStore:
         try:
             with self._connect("setup") as conn:
                 migrate(conn, redact(url))
+                self._key_secret = key_secret(conn)
                 self._maintenance.run(conn)
                 self._partitions.load(conn)
         except psycopg.Error as exc:
@@ -142,6 +143,12 @@ class PostgresStore:
         if self._fsync:
             conn.execute("SET synchronous_commit = on")
         return conn
+
+    @property
+    def key_secret(self) -> bytes:
+        """32 random bytes made once per database and kept in it, the same for every process
+        sharing the store: key ids are keyed with them (see `Store.key_secret`)."""
+        return self._key_secret
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -195,8 +202,16 @@ class PostgresStore:
 
     def events(self, query: EventQuery, *, meta: bool = False) -> bytes:
         """Stored messages matching `query`, newest first, as one JSON array; with `meta`,
-        each is `{"id": row id, "source": write key, "message": {...}}`."""
-        return self._pool.run(functools.partial(reads.events, query=query, meta=meta))
+        each is `{"id": row id, "source": key id, "message": {...}}`."""
+        return b"".join(self.event_pieces(query, meta=meta))
+
+    def event_pieces(
+        self, query: EventQuery, *, meta: bool = False
+    ) -> Generator[bytes, None, None]:
+        """`events` in pieces of about 64 KB; close the generator if it is not read to the
+        end (it holds a connection). Raises `ReadTooCostly` past the read budget."""
+        sql, params = reads.listing_sql(query, meta=meta)
+        return self._pool.stream(lambda conn: reads.listing(conn, sql, params))
 
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""

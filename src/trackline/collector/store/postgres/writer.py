@@ -36,12 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import orjson
 import psycopg
 from psycopg import errors
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
-from trackline.collector.store.base import StorageError, WriteResult
+from trackline.collector.store.base import RowsRefused, StorageError, WriteResult
 from trackline.collector.store.group import (
     PendingWrite,
     credit,
@@ -69,6 +70,14 @@ MAX_GROUP_ROWS: Final = 20_000
 RECONNECT_PAUSE: Final = 0.25
 #: Seconds idle after which the connection is checked before a group uses it.
 IDLE_PROBE_SECONDS: Final = 5.0
+
+
+class _RowsFault(Exception):
+    """The group failed on what its rows hold, not on the database."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 @dataclasses.dataclass(slots=True)
@@ -192,6 +201,8 @@ class Writer:
         try:
             outcomes, live = self._commit_with_retry(group)
             self.healthy = True
+        except _RowsFault:
+            outcomes, live = self._write_alone(group)
         except StorageError as exc:
             self.healthy = False
             logger.warning("storage write failed (%d requests answered 503): %s", len(group), exc)
@@ -206,6 +217,28 @@ class Writer:
             self._hub.publish(live)
         settle(group, outcomes)
 
+    def _write_alone(self, group: list[PendingWrite]) -> tuple[list[object], list[LiveEvent]]:
+        """After a group failed on what its rows hold (text PostgreSQL cannot take: a NUL, an
+        unpaired surrogate): each request again in its own transaction, so only the one that
+        brought those rows fails, with `RowsRefused` (its answer is 400, not a 503 that the
+        client would retry forever)."""
+        outcomes: list[object] = []
+        live: list[LiveEvent] = []
+        for item in group:
+            try:
+                results, events = self._commit_with_retry([item])
+                outcomes += results
+                live += events
+                self.healthy = True
+            except _RowsFault as fault:
+                # The text of the error may quote the value: only its kind is logged.
+                logger.warning("a request's rows were refused by the store (%s)", fault.kind)
+                outcomes.append(RowsRefused("the store cannot hold a value of this request"))
+            except StorageError as exc:
+                self.healthy = False
+                outcomes.append(exc)
+        return outcomes, live
+
     def _commit_with_retry(
         self, group: list[PendingWrite]
     ) -> tuple[list[WriteResult], list[LiveEvent]]:
@@ -217,6 +250,8 @@ class Writer:
                     return self._commit(conn, group, careful)
             except group_sql.Conflict:
                 careful = True
+            except (psycopg.DataError, UnicodeError, orjson.JSONEncodeError) as exc:
+                raise _RowsFault(type(exc).__name__) from None
             except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
                 # Two processes storing the same messageIds in opposite orders: one of them
                 # is told to start over, which then finds the other's rows stored.
