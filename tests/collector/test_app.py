@@ -252,6 +252,7 @@ def test_stats_shape(http: Http) -> None:
         "by_source": {"key": 2},
         "duplicates": 0,
         "rejected": 0,
+        "unroutable": 0,
     }
 
 

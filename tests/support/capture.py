@@ -16,6 +16,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -65,6 +66,8 @@ class CaptureServer:
         self.requests: list[Captured] = []
         self._script: list[Reply] = []
         self.default = Reply()
+        #: Decides the answer from the body before the script does, when set and not None.
+        self.rule: Callable[[bytes], Reply | None] | None = None
         self._lock = threading.Condition()
         self._closing = threading.Event()
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -101,6 +104,8 @@ class CaptureServer:
         with self._lock:
             if self.max_body is not None and len(body) > self.max_body:
                 return Reply(413, body=b'{"code":"body_too_large","message":"too large"}')
+            if self.rule is not None and (ruled := self.rule(body)) is not None:
+                return ruled
             if self._script:
                 return self._script.pop(0)
             return self.default

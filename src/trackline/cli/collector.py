@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer 408 to a request whose body takes longer (30)",
     )
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="route stored events to the destinations this TOML file lists (README: Destinations)",
+    )
+    parser.add_argument(
         "--fsync",
         action="store_true",
         help="make every commit survive power loss, not only a crash (slower)",
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from trackline.collector import OpenBindError, StorageError
         from trackline.collector import run as serve_forever
+        from trackline.collector.destinations import ConfigFileError, load
     except ImportError as exc:
         print(
             f"trackline collector needs the collector extra ({exc.name} is missing): "
@@ -68,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    destinations = []
+    if args.config is not None:
+        try:
+            destinations = load(args.config)
+        except ConfigFileError as exc:
+            print(f"trackline collector: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -77,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(f"trackline collector listening on {url} (database {args.db})", flush=True)
+        for destination in destinations:
+            state = "" if destination.enabled else " (disabled)"
+            print(f"  destination {destination.name} ({destination.kind}){state}", flush=True)
 
     try:
         serve_forever(
@@ -88,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             body_timeout=args.body_timeout,
             fsync=args.fsync,
             on_ready=ready,
+            destinations=destinations,
         )
     except (OpenBindError, StorageError, OSError) as exc:
         print(f"trackline collector: {exc}", file=sys.stderr)

@@ -1,5 +1,7 @@
 """The collector's HTTP API as a Starlette app: the Tracking API ingest routes, the read API,
-the live stream of new events, and JSON error answers for everything else."""
+the live stream of new events, and JSON error answers for everything else. With destinations,
+ingest also queues each event's delivery jobs and the app runs their routers (see
+`trackline.collector.destinations` and `routes_destinations.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -20,8 +22,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from trackline.collector import debugger
+from trackline.collector import debugger, routes_destinations
 from trackline.collector.access import WriteKeys, basic_auth_user, is_loopback
+from trackline.collector.destinations import DestinationConfig, Destinations
 from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
     MESSAGE_TYPES,
@@ -100,6 +103,7 @@ class _Collector:
         write_keys: Iterable[str],
         body_timeout: float,
         lock_timeout: float,
+        destinations: Destinations,
     ) -> None:
         self._database = database
         self._storage = None if isinstance(database, str | os.PathLike) else database
@@ -107,6 +111,8 @@ class _Collector:
         self.keys = WriteKeys(write_keys)
         self.body_timeout = body_timeout
         self._in_flight = 0
+        self.destinations = destinations
+        self._route = destinations.routing.route if destinations else None
 
     @property
     def storage(self) -> Store:
@@ -121,9 +127,11 @@ class _Collector:
         if self._storage is None:
             assert isinstance(self._database, str | os.PathLike)
             owned = self._storage = open_store(self._database, lock_timeout=self._lock_timeout)
+        self.destinations.start(self._storage)
         try:
             yield
         finally:
+            await run_in_threadpool(self.destinations.stop)
             if owned is not None:
                 owned.hub.close()
                 await run_in_threadpool(owned.close)
@@ -173,7 +181,7 @@ class _Collector:
             key = header_key if header_key is not None else envelope.write_key
             if key is None or not self.keys.accepts(key):
                 raise _unauthorized(key)
-            processed = process(envelope, source=key, received_at=received_at)
+            processed = process(envelope, source=key, received_at=received_at, route=self._route)
         except RequestRejected as exc:
             # A slow client is let go; an unread rest of a body refused for another reason is
             # discarded by the server (see server.py), so the client gets to read the answer.
@@ -190,11 +198,13 @@ class _Collector:
                 return _error(503, "overloaded", "too many events waiting", retry_after=True)
             try:
                 async with asyncio.timeout(self._lock_timeout + 10.0):
-                    result = await storage.submit(processed.rows, len(rejected))
+                    result = await storage.submit(processed.rows, len(rejected), processed.routes)
             except (StorageError, TimeoutError) as exc:
                 message = str(exc) or "the store did not commit in time"
                 return _error(503, "storage_unavailable", message, retry_after=True)
             accepted, duplicates = result.accepted, result.duplicates
+            if processed.routes and result.accepted:
+                self.destinations.wake(processed.routes)
         return _json({"accepted": accepted, "duplicates": duplicates, "rejected": rejected})
 
     # -- read ----------------------------------------------------------------------------
@@ -267,6 +277,7 @@ class _Collector:
                 "by_source": stats.by_source,
                 "duplicates": stats.duplicates,
                 "rejected": stats.rejected,
+                "unroutable": stats.unroutable,
             }
         )
 
@@ -344,6 +355,7 @@ def create_app(
     write_keys: Iterable[str] = (),
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
+    destinations: Destinations | Sequence[DestinationConfig] = (),
 ) -> Starlette:
     """The collector as an ASGI app.
 
@@ -351,9 +363,13 @@ def create_app(
     or an open `Store` the caller owns. With `write_keys`, only those keys may write (401
     otherwise); with none, any non-empty key may, and it is recorded as the source. A request
     body must arrive within `body_timeout` seconds (408 otherwise). A commit waits
-    `lock_timeout` seconds for a lock held elsewhere before the request gets 503.
+    `lock_timeout` seconds for a lock held elsewhere before the request gets 503. Each stored
+    event is queued for the `destinations` its `integrations` selects, and the app runs their
+    routers while it serves.
     """
-    collector = _Collector(database, write_keys, body_timeout, lock_timeout)
+    if not isinstance(destinations, Destinations):
+        destinations = Destinations(destinations)
+    collector = _Collector(database, write_keys, body_timeout, lock_timeout, destinations)
     routes = [
         Route(f"/v1/{path}", functools.partial(collector.ingest, route_type=kind), methods=["POST"])
         for path, kind in [("batch", None), ("import", None), *((t, t) for t in MESSAGE_TYPES)]
@@ -361,6 +377,7 @@ def create_app(
     routes += [
         Route("/api/events", collector.list_events, methods=["GET"]),
         Route("/api/events", collector.clear_events, methods=["DELETE"]),
+        *routes_destinations.routes(collector),
         Route("/api/events/{message_id:path}", collector.get_event, methods=["GET"]),
         Route("/api/stats", collector.stats, methods=["GET"]),
         Route("/api/stream", collector.stream, methods=["GET"]),

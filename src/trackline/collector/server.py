@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final
 
 import h11
@@ -29,6 +29,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from trackline.collector.access import WriteKeys, check_bind
 from trackline.collector.app import create_app
+from trackline.collector.destinations import DestinationConfig
 from trackline.collector.live import EventHub
 from trackline.collector.store import Store, open_store
 
@@ -174,9 +175,14 @@ def _server(
     header_timeout: float,
     body_timeout: float,
     lock_timeout: float,
+    destinations: Sequence[DestinationConfig] = (),
 ) -> _Server:
     app = create_app(
-        storage, write_keys=write_keys, body_timeout=body_timeout, lock_timeout=lock_timeout
+        storage,
+        write_keys=write_keys,
+        body_timeout=body_timeout,
+        lock_timeout=lock_timeout,
+        destinations=destinations,
     )
     config = uvicorn.Config(
         app,
@@ -226,11 +232,13 @@ def start(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    destinations: Sequence[DestinationConfig] = (),
 ) -> RunningCollector:
     """Serve a collector on `host`:`port` from a background thread, ready when this returns.
 
     Raises `OpenBindError` for a non-loopback `host` without `write_keys`, `StorageError` when
-    the database cannot be used, and `OSError` when the address is taken.
+    the database cannot be used, and `OSError` when the address is taken. Stored events are
+    routed to `destinations` (see `trackline.collector.destinations`).
     """
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
@@ -238,7 +246,7 @@ def start(
     try:
         sock = _listen(host, port)
         url = _url(sock)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)
+        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout, destinations)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="trackline-collector", daemon=True
         )
@@ -267,6 +275,7 @@ def serve(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    destinations: Sequence[DestinationConfig] = (),
 ) -> Iterator[RunningCollector]:
     """`start` a collector for the duration of a `with` block, then stop it gracefully."""
     running = start(
@@ -278,6 +287,7 @@ def serve(
         body_timeout=body_timeout,
         lock_timeout=lock_timeout,
         fsync=fsync,
+        destinations=destinations,
     )
     try:
         yield running
@@ -296,6 +306,7 @@ def run(
     lock_timeout: float = 5.0,
     fsync: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    destinations: Sequence[DestinationConfig] = (),
 ) -> None:
     """Serve in the foreground until SIGINT/SIGTERM, then shut down gracefully: stop
     accepting, finish in-flight requests (each answered only after its commit), close the
@@ -305,7 +316,7 @@ def run(
     storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
     try:
         sock = _listen(host, port)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)
+        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout, destinations)
         if on_ready is not None:
             on_ready(_url(sock))  # connections wait in the listen backlog until served
         server.run(sockets=[sock])

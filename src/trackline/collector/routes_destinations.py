@@ -1,0 +1,103 @@
+"""The read and replay API of destinations:
+
+- `GET /api/destinations`: `[{name, kind, enabled, down, delivered, pending, retrying, failed,
+  last_error, last_success_at}]`, configured destinations first (in config order), then any
+  the store still has jobs or outcomes for that the config no longer names (`kind` null);
+- `GET /api/events/{messageId}/deliveries`: `[{destination, status, attempts, last_error,
+  delivered_at}]`, 404 for an unknown event;
+- `POST /api/destinations/{name}/replay?failed=1&since=ISO`: queue stored events again (the
+  dead letters only with `failed`), only from this machine, like `DELETE /api/events`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trackline.collector.access import is_loopback
+from trackline.collector.ingest import format_timestamp, parse_timestamp
+from trackline.collector.store import StorageError
+
+if TYPE_CHECKING:
+    from trackline.collector.app import _Collector
+
+
+def routes(collector: _Collector) -> list[Route]:
+    """The routes, bound to `collector`; `/api/events/{id}/deliveries` must come before the
+    route of one event, whose path converter would take it."""
+    # Imported here: app.py imports this module while it loads.
+    from trackline.collector.app import _error, _flag, _json
+
+    async def destinations(request: Request) -> Response:
+        counted = await run_in_threadpool(collector.storage.destination_counts)
+        described = collector.destinations.describe()
+        by_name = {counts.name: counts for counts in counted}
+        listed: list[dict[str, Any]] = []
+        for name in [*described, *(n for n in by_name if n not in described)]:
+            counts = by_name.get(name)
+            about = described.get(name, {"kind": None, "enabled": False, "down": False})
+            listed.append(
+                {
+                    "name": name,
+                    **about,
+                    "delivered": counts.delivered if counts else 0,
+                    "pending": counts.pending if counts else 0,
+                    "retrying": counts.retrying if counts else 0,
+                    "failed": counts.failed if counts else 0,
+                    "last_error": counts.last_error if counts else None,
+                    "last_error_at": counts.last_error_at if counts else None,
+                    "last_success_at": counts.last_success_at if counts else None,
+                }
+            )
+        return _json(listed)
+
+    async def deliveries(request: Request) -> Response:
+        message_id = request.path_params["message_id"]
+        found = await run_in_threadpool(collector.storage.deliveries, message_id)
+        if found is None:
+            return _error(404, "not_found", f"no event with messageId {message_id!r}")
+        return _json([dataclasses.asdict(delivery) for delivery in found])
+
+    async def replay(request: Request) -> Response:
+        client = request.client.host if request.client else None
+        if not is_loopback(client):
+            return _error(403, "forbidden", "replays can only be asked for from this machine")
+        name = request.path_params["name"]
+        configured = {config.name for config in collector.destinations.configs}
+        if name not in configured:
+            return _error(404, "not_found", f"no destination named {name!r} is configured")
+        params = request.query_params
+        try:
+            failed_only = _flag(params.get("failed"))
+        except ValueError as exc:
+            return _error(400, "invalid_parameter", f"failed {exc}")
+        try:
+            moment = parse_timestamp(params.get("since") or None)
+        except ValueError as exc:
+            return _error(400, "invalid_parameter", f"since: {exc}")
+        since = None if moment is None else format_timestamp(moment)
+        run = functools.partial(
+            collector.storage.replay,
+            name,
+            failed_only=failed_only,
+            since=since,
+            selects=functools.partial(collector.destinations.routing.selects, name),
+        )
+        try:
+            queued = await run_in_threadpool(run)
+        except StorageError as exc:
+            return _error(503, "storage_unavailable", str(exc), retry_after=True)
+        collector.destinations.wake_all()
+        return _json({"destination": name, "queued": queued})
+
+    return [
+        Route("/api/destinations", destinations, methods=["GET"]),
+        Route("/api/destinations/{name}/replay", replay, methods=["POST"]),
+        Route("/api/events/{message_id:path}/deliveries", deliveries, methods=["GET"]),
+    ]
