@@ -260,6 +260,9 @@ def _destination(raw: Mapping[str, Any], environ: Mapping[str, str], base: Path)
     backoff_cap = table.seconds("backoff_cap", 300.0)
     if backoff_cap < backoff_base:
         raise _KeyError("backoff_cap", "must be at least backoff_base")
+    concurrency = table.integer("concurrency", 1, 1, 32)
+    if kind == "file" and concurrency != 1:
+        raise _KeyError("concurrency", "a file destination writes with one worker: leave it at 1")
     rate_limit = raw.get("rate_limit")
     if rate_limit is not None and (
         isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float) or rate_limit <= 0
@@ -277,7 +280,7 @@ def _destination(raw: Mapping[str, Any], environ: Mapping[str, str], base: Path)
         rate_limit=None if rate_limit is None else float(rate_limit),
         batch_size=table.integer("batch_size", DEFAULT_BATCH_SIZE[kind], 1, MAX_BATCH_SIZE),
         timeout=table.seconds("timeout", 10.0),
-        concurrency=table.integer("concurrency", 1, 1, 32),
+        concurrency=concurrency,
         backoff_base=backoff_base,
         backoff_cap=backoff_cap,
     )

@@ -5,9 +5,10 @@ The engine (`trackline.Client`: batches under the wire limits, gzip, 413 splits,
 retries with Retry-After, exact accounting) takes each stored message as it is, through
 `Client.forward`: `messageId`, `timestamp`, `context`, `integrations` and every other field go
 unchanged. Only the fields a hop sets for itself are left out: `receivedAt` (the receiver sets
-its own) and a message's own `sentAt`, which would make the receiver shift `timestamp` by the
-time the event spent queued here (the batch carries a fresh `sentAt`, so the receiver's clock
-skew correction leaves `timestamp` as it is).
+its own) and `sentAt`. A receiver corrects clock skew as `receivedAt - (sentAt - timestamp)`:
+the message's own `sentAt` would shift `timestamp` by the time the event spent queued here, and
+the batch's fresh one by the hop's network time. Without any `sentAt` the receiver keeps
+`timestamp` exactly as it was corrected here, once, against the original sender's clock.
 
 The engine's own retries cover a blip; anything longer comes back as a retry result, and the
 router's policy (backoff, retry window, waiting out an outage) takes over.
@@ -27,11 +28,28 @@ from trackline.collector.destinations.sender import DELIVERED, Result, Verdict
 from trackline.collector.store import Job
 from trackline.errors import DeliveryError
 from trackline.stats import DropReason
+from trackline.transport import HttpTransport, Response
 
 #: Drop reasons that mean the receiver refused the message for good.
 _REFUSED: Final = frozenset({DropReason.REJECTED, DropReason.UNAUTHORIZED, DropReason.TOO_LARGE})
 #: Fields a hop sets for itself, left out of what is forwarded.
 _HOP_FIELDS: Final = ("receivedAt", "sentAt")
+_SENT_AT: Final = b',"sentAt":"'
+
+
+class RelayTransport(HttpTransport):
+    """The client's HTTP transport, posting batches without the envelope's `sentAt` (see the
+    module docstring); a body of another shape goes as it is."""
+
+    def post(self, path: str, body: bytes) -> Response:
+        cut = body.rfind(_SENT_AT)
+        if (
+            cut > 0
+            and body.endswith(b'"}')
+            and body.find(b'"', cut + len(_SENT_AT)) == len(body) - 2
+        ):
+            body = body[:cut] + b"}"
+        return super().post(path, body)
 
 
 def forwarded(body: str) -> bytes:
@@ -50,14 +68,21 @@ class TrackingApiSender:
         self._wait = delivery_timeout + timeout + 5.0
         self._lock = threading.Lock()
         self._outcomes: dict[str, Result] = {}
+        workers = 4
         self._client = Client(
             settings.write_key,
             host=settings.host,
-            gzip=settings.gzip,
+            transport=RelayTransport(
+                settings.host,
+                settings.write_key,
+                timeout=timeout,
+                gzip=settings.gzip,
+                connections=workers,
+            ),
             timeout=timeout,
             max_queue_size=max(10_000, 2 * batch_size),
             max_queue_bytes=256 * 1024 * 1024,
-            workers=4,
+            workers=workers,
             max_retries=3,
             delivery_timeout=delivery_timeout,
             backoff_base=0.5,
