@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tests.collector.conftest import Http, message
+from tests.collector.destinations.pg import pg_schema  # noqa: F401 (a fixture)
 from tests.support.capture import Captured, CaptureServer
 from trackline.collector import RunningCollector, serve
 from trackline.collector.destinations import DestinationConfig, parse
