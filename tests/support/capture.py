@@ -14,6 +14,7 @@ import http.server
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -158,6 +159,11 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     owner: CaptureServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the collector under kill -9) is expected, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

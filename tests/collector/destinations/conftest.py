@@ -26,7 +26,8 @@ def hook_events(server: CaptureServer, *, answered: Sequence[int] = (200,)) -> l
     arrival order; a body is one event or an array of them."""
     taken: list[dict[str, Any]] = []
     for request in list(server.requests):
-        if request.status in answered:
+        complete = len(request.raw) == int(request.headers.get("content-length", "0"))
+        if request.status in answered and complete:
             taken += _events(request)
     return taken
 
