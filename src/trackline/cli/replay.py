@@ -1,0 +1,57 @@
+"""`trackline replay`: queue a collector's stored events for a destination again.
+
+```sh
+trackline replay --destination Webhook --failed      # retry the dead letters
+trackline replay --destination Warehouse --since 2d  # backfill from two days of history
+```
+
+Asks the collector (`POST /api/destinations/{name}/replay`), which queues them while it keeps
+serving; it only takes the request from the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import urllib.parse
+
+from trackline.cli._common import fail
+from trackline.cli.destinations import add_host_option, request
+from trackline.cli.events import CollectorError, collector_host, parse_since
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `trackline replay` to the command line."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="queue stored events for a destination again (dead letters, or a backfill)",
+        description="Queue a running collector's stored events for one destination again: "
+        "its dead letters with --failed, else every stored event the destination's "
+        "integrations and types select that it is not already waiting for.",
+    )
+    parser.add_argument("--destination", required=True, metavar="NAME", help="its name")
+    parser.add_argument("--failed", action="store_true", help="only its dead letters")
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only events received at or after WHEN: ISO 8601, or an age such as 2h or 7d",
+    )
+    add_host_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        host = collector_host(args.host)
+        since = parse_since(args.since)
+    except ValueError as exc:
+        return fail("replay", str(exc), 2)
+    query = {"failed": "1" if args.failed else None, "since": since}
+    encoded = urllib.parse.urlencode({k: v for k, v in query.items() if v})
+    name = urllib.parse.quote(args.destination, safe="")
+    try:
+        answer = request("POST", f"{host}/api/destinations/{name}/replay?{encoded}")
+    except CollectorError as exc:
+        return fail("replay", str(exc), 1)
+    what = "dead letters" if args.failed else "events"
+    print(f"queued {answer['queued']} {what} for {args.destination}")
+    return 0
