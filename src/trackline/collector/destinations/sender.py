@@ -12,6 +12,8 @@ import enum
 from collections.abc import Sequence
 from typing import Final, Protocol
 
+import urllib3
+
 from trackline.collector.store import Job
 from trackline.retry import RETRYABLE_STATUSES, parse_retry_after
 
@@ -44,6 +46,19 @@ DELIVERED: Final = Result(Verdict.DELIVERED)
 def unanswered(error: str) -> Result:
     """No answer: refused, reset, timed out."""
     return Result(Verdict.RETRY, error, answered=False)
+
+
+def describe_http_error(exc: urllib3.exceptions.HTTPError) -> str:
+    """A short reason for a request that got no answer, for logs and the debugger."""
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return "no answer before the timeout"
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        return "cannot connect: timed out"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return f"cannot connect: {str(exc).rsplit('] ', 1)[-1].lower()}"
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return "the connection closed without an answer"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def http_result(

@@ -20,7 +20,13 @@ from typing import Final
 import urllib3
 
 from trackline.collector.destinations.config import WebhookSettings
-from trackline.collector.destinations.sender import Result, Verdict, http_result, unanswered
+from trackline.collector.destinations.sender import (
+    Result,
+    Verdict,
+    describe_http_error,
+    http_result,
+    unanswered,
+)
 from trackline.collector.store import Job
 from trackline.transport import MAX_RESPONSE_BYTES, USER_AGENT
 
@@ -74,7 +80,7 @@ class WebhookSender:
                 redirect=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            return unanswered(f"{type(exc).__name__}: {exc}")
+            return unanswered(describe_http_error(exc))
         try:
             content = answer.read(MAX_RESPONSE_BYTES)
         except urllib3.exceptions.HTTPError:
