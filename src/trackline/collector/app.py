@@ -50,6 +50,8 @@ MAX_PENDING_ROWS: Final = 100_000
 #: Ingest requests being read, decoded and committed at once (each body up to 500 KB);
 #: beyond, 503, so a flood of large bodies cannot take all memory.
 MAX_REQUESTS_IN_FLIGHT: Final = 256
+#: Ingest requests in progress from which destinations' routers deliver at a lower pace.
+INGEST_BUSY_REQUESTS: Final = 2
 #: `GET /api/events` returns at most this many events.
 MAX_EVENTS_LIMIT: Final = 10_000
 #: An idle live stream sends a comment this often, so proxies and browsers keep it open.
@@ -113,6 +115,7 @@ class _Collector:
         self._in_flight = 0
         self.destinations = destinations
         self._route = destinations.routing.route if destinations else None
+        destinations.ingest_busy = lambda: self._in_flight >= INGEST_BUSY_REQUESTS
 
     @property
     def storage(self) -> Store:

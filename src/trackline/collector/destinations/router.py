@@ -36,6 +36,11 @@ STORE_RETRY_SECONDS: Final = 1.0
 #: Jobs per claim: enough batches to make a claim worth its round trip, at most this many
 #: jobs unless one batch is larger.
 CLAIM_JOBS: Final = 1000
+#: While ingest is busy, a router rests this many times as long as its last claim took to
+#: deliver (at most `MAX_REST_SECONDS`): delivery takes at most about half of what the
+#: process can give it, and ingest, which has clients waiting on it, the rest.
+REST_FACTOR: Final = 3.0
+MAX_REST_SECONDS: Final = 0.25
 
 
 class RateLimiter:
@@ -70,8 +75,11 @@ class Router:
         *,
         lease: float | None = None,
         rng: random.Random | None = None,
+        ingest_busy: Callable[[], bool] | None = None,
     ) -> None:
+        """`ingest_busy` says when ingest has work waiting (see `REST_FACTOR`)."""
         self.config = config
+        self._ingest_busy = ingest_busy
         self.name = config.name
         self._store = store
         self._make_sender = make_sender
@@ -163,8 +171,12 @@ class Router:
                 self._next_due = float("inf")
             self._wake.wait(max(0.01, min(POLL_SECONDS, self._next_due - now)))
             return
+        started = time.monotonic()
         settlements = self._deliver(sender, jobs, down=health.down)
         self._store.settle(settlements)
+        if self._ingest_busy is not None and self._ingest_busy():
+            rest = (time.monotonic() - started) * REST_FACTOR
+            self._stop.wait(min(rest, MAX_REST_SECONDS))
         now = time.time()
         later = [s.retry_at for s in settlements if s.retry_at is not None and s.retry_at > now]
         if later:

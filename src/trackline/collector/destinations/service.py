@@ -60,6 +60,8 @@ class Destinations:
         self.routing = Routing(self.configs)
         self._factory = factory
         self._routers: dict[str, Router] = {}
+        #: Set by the app: whether ingest has requests waiting, so routers yield to it.
+        self.ingest_busy: Callable[[], bool] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.configs)
@@ -67,7 +69,7 @@ class Destinations:
     def start(self, store: Store) -> None:
         for config in self.configs:
             if config.enabled:
-                router = Router(config, store, self._factory(config))
+                router = Router(config, store, self._factory(config), ingest_busy=self.ingest_busy)
                 router.start()
                 self._routers[config.name] = router
 

@@ -13,8 +13,8 @@ a killed process); if the commit fails, every request of the group fails and not
 stored, and the next group simply tries again.
 
 The same thread writes the delivery jobs (`sqlite_jobs.py`): an event's jobs go in with the
-event, settlements ride in the next group commit with the requests, and claims are served
-between groups, so claims and settlements never race each other.
+event, and settlements ride in the next group commit with the requests. Claims only read, on a
+connection of their own, so they never wait for a group to commit.
 """
 
 from __future__ import annotations
@@ -181,6 +181,7 @@ class SQLiteStore:
         self._closed = False
         self._healthy = True
         self._jobs = sqlite_jobs.SQLiteJobs()
+        self._claim_conn: sqlite3.Connection | None = None
         self._conn: sqlite3.Connection | None = None
         self._conn = self._connect(create=True)
         self._thread = threading.Thread(
@@ -340,6 +341,10 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        with self._jobs.lock:
+            if self._claim_conn is not None:
+                self._claim_conn.close()
+                self._claim_conn = None
 
     def _writer(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -378,7 +383,6 @@ class SQLiteStore:
         writes = [item for item in group if isinstance(item, _Write)]
         rows = [row for item in writes for row in item.rows]
         live: list[LiveEvent] = []
-        settled: list[int] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             # AUTOINCREMENT: new ids follow the last one ever given, in insertion order.
@@ -405,10 +409,8 @@ class SQLiteStore:
                 unroutable = self._jobs.enqueue(
                     conn, rows, _routes(writes), _event_ids(rows, last_id, new_ids)
                 )
-            for item in group:
-                if isinstance(item, _Settle):
-                    settled.append(self._jobs.settle(conn, item.settlements))
-            if not rows and not rejected and not settled:
+            settles = [item for item in group if isinstance(item, _Settle)]
+            if not rows and not rejected and not settles:
                 # A health probe: prove a page can be written, not only that a lock is free.
                 conn.execute("UPDATE totals SET rejected = rejected")
             elif duplicates or rejected or unroutable:
@@ -422,6 +424,8 @@ class SQLiteStore:
                     LiveEvent(row_id, body, source)
                     for row_id, body, source in self._newest(conn, "id, body, source", inserted)
                 ]
+            # Last, so that the claims' lock is held for as short a time as possible.
+            settled = [self._jobs.settle(conn, item.settlements) for item in settles]
             conn.execute("COMMIT")
         except BaseException:
             self._jobs.rolled_back()
@@ -514,12 +518,23 @@ class SQLiteStore:
 
     def claim(self, destination: str, limit: int, lease: float) -> list[Job]:
         """Up to `limit` due jobs of `destination`, oldest first, held for `lease` seconds
-        (see `Store.claim`); served by the writer thread between two group commits."""
-        jobs: list[Job] = self._call(
-            lambda conn: self._jobs.claim(conn, destination, limit, lease),
-            self._lock_timeout + 30.0,
-        )
-        return jobs
+        (see `Store.claim`), read on the claims' own connection."""
+        if self._closed:
+            raise StorageError("the store is closed")
+        try:
+            with self._jobs.lock:
+                if self._claim_conn is None:
+                    self._claim_conn = sqlite3.connect(
+                        self.path,
+                        timeout=self._lock_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    self._claim_conn.execute("PRAGMA query_only = 1")
+                conn = self._claim_conn
+            return self._jobs.claim(conn, destination, limit, lease)
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage unavailable: {exc}") from exc
 
     def settle(self, settlements: Sequence[Settlement], timeout: float | None = None) -> int:
         """End claims; committed with the next group of writes. Returns how many were still
