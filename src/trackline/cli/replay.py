@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         answer = request("POST", f"{host}/api/destinations/{name}/replay?{encoded}")
     except CollectorError as exc:
         return fail("replay", str(exc), 1)
-    what = "dead letters" if args.failed else "events"
-    print(f"queued {answer['queued']} {what} for {args.destination}")
+    queued = int(answer["queued"])
+    what = "dead letter" if args.failed else "event"
+    print(f"queued {queued} {what}{'' if queued == 1 else 's'} for {args.destination}")
     return 0

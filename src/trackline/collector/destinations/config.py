@@ -25,7 +25,7 @@ KINDS: Final = ("webhook", "tracking-api", "file", "postgres")
 DEFAULT_RETRY_WINDOW: Final = 4 * 3600.0
 #: Attempts a job gets before the window may fail it (rudder-server also insists on some).
 DEFAULT_MIN_ATTEMPTS: Final = 3
-DEFAULT_BATCH_SIZE: Final = {"webhook": 1, "tracking-api": 1000, "file": 1000, "postgres": 1000}
+DEFAULT_BATCH_SIZE: Final = {"webhook": 1, "tracking-api": 2500, "file": 1000, "postgres": 1000}
 MAX_BATCH_SIZE: Final = 10_000
 _ENV: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -113,7 +113,7 @@ class DestinationConfig:
     timeout: float = 10.0
     concurrency: int = 1
     backoff_base: float = 1.0
-    backoff_cap: float = 300.0
+    backoff_cap: float = 60.0
 
 
 def parse_duration(value: object) -> float:
@@ -257,7 +257,7 @@ def _destination(raw: Mapping[str, Any], environ: Mapping[str, str], base: Path)
     if unknown:
         raise _KeyError(unknown[0], f"is not a setting of a {kind} destination")
     backoff_base = table.seconds("backoff_base", 1.0)
-    backoff_cap = table.seconds("backoff_cap", 300.0)
+    backoff_cap = table.seconds("backoff_cap", 60.0)
     if backoff_cap < backoff_base:
         raise _KeyError("backoff_cap", "must be at least backoff_base")
     concurrency = table.integer("concurrency", 1, 1, 32)
