@@ -30,6 +30,8 @@ MAX_BATCH_MESSAGES: Final = 2500
 MAX_MESSAGE_ID_CHARS: Final = 99
 
 MESSAGE_TYPES: Final = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+#: analytics.js posts one message to `/v1/` + the first letter of its type.
+SHORT_TYPES: Final = {kind[0]: kind for kind in MESSAGE_TYPES}
 # `integrations` is not checked here: a malformed one is stored and routed nowhere (see
 # trackline.collector.destinations.routing), as Segment and RudderStack read it.
 _OBJECT_FIELDS: Final = ("properties", "traits", "context")
@@ -348,9 +350,11 @@ class _Request:
     sent: str | None
     #: receivedAt - sentAt: the client's clock error, added to each message's own timestamp.
     skew: timedelta | None
+    #: The sender's address, for `context.ip` when the message has none.
+    ip: str | None
 
     @classmethod
-    def of(cls, envelope: Envelope, source: str, received_at: datetime) -> _Request:
+    def of(cls, envelope: Envelope, source: str, received_at: datetime, ip: str | None) -> _Request:
         sent_at = envelope.sent_at
         return cls(
             envelope,
@@ -359,6 +363,7 @@ class _Request:
             format_timestamp(received_at),
             None if sent_at is None else format_timestamp(sent_at),
             None if sent_at is None else received_at - sent_at,
+            ip,
         )
 
 
@@ -383,6 +388,10 @@ def _enrich(message: Any, request: _Request) -> Row:
         enriched["context"] = _merged(envelope.context, message.get("context"))
     if envelope.integrations:
         enriched["integrations"] = _merged(envelope.integrations, message.get("integrations"))
+    if request.ip is not None:
+        context = enriched.get("context") or {}
+        if not context.get("ip"):
+            enriched["context"] = {**context, "ip": request.ip}
     if original is None:
         stamp = request.received
     else:
@@ -428,11 +437,13 @@ def process(
     *,
     source: str,
     received_at: datetime,
+    ip: str | None = None,
     route: RouteFunction | None = None,
 ) -> Processed:
-    """Validate and enrich every message of a request, keeping their order; with `route`,
-    also choose each stored message's destinations."""
-    request = _Request.of(envelope, source, received_at)
+    """Validate and enrich every message of a request, keeping their order. With `ip` (the
+    sender's address), a message whose `context` has no `ip` gets this one, as Segment does
+    for browser events. With `route`, also choose each stored message's destinations."""
+    request = _Request.of(envelope, source, received_at, ip)
     rows: list[Row] = []
     rejections: list[Rejection] = []
     routes: list[tuple[str, ...] | None] | None = None if route is None else []

@@ -175,6 +175,8 @@ def _server(
     header_timeout: float,
     body_timeout: float,
     lock_timeout: float,
+    allow_origins: Iterable[str],
+    analytics_js: str | os.PathLike[str] | None,
     destinations: Sequence[DestinationConfig] = (),
 ) -> _Server:
     app = create_app(
@@ -182,6 +184,8 @@ def _server(
         write_keys=write_keys,
         body_timeout=body_timeout,
         lock_timeout=lock_timeout,
+        allow_origins=allow_origins,
+        analytics_js=analytics_js,
         destinations=destinations,
     )
     config = uvicorn.Config(
@@ -232,21 +236,35 @@ def start(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
     destinations: Sequence[DestinationConfig] = (),
 ) -> RunningCollector:
     """Serve a collector on `host`:`port` from a background thread, ready when this returns.
 
     Raises `OpenBindError` for a non-loopback `host` without `write_keys`, `StorageError` when
-    the database cannot be used, and `OSError` when the address is taken. Stored events are
-    routed to `destinations` (see `trackline.collector.destinations`).
+    the database cannot be used, `OSError` when the address is taken or `analytics_js` cannot
+    be read, and `ValueError` for an `allow_origins` entry that is not an origin. See
+    `create_app` for `allow_origins` and `analytics_js`. Stored events are routed to
+    `destinations` (see `trackline.collector.destinations`).
     """
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
     storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
     try:
+        # The app first: an option it refuses must not leave a socket listening.
+        server = _server(
+            storage,
+            keys,
+            header_timeout,
+            body_timeout,
+            lock_timeout,
+            allow_origins,
+            analytics_js,
+            destinations,
+        )
         sock = _listen(host, port)
         url = _url(sock)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout, destinations)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="trackline-collector", daemon=True
         )
@@ -275,6 +293,8 @@ def serve(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
     destinations: Sequence[DestinationConfig] = (),
 ) -> Iterator[RunningCollector]:
     """`start` a collector for the duration of a `with` block, then stop it gracefully."""
@@ -287,6 +307,8 @@ def serve(
         body_timeout=body_timeout,
         lock_timeout=lock_timeout,
         fsync=fsync,
+        allow_origins=allow_origins,
+        analytics_js=analytics_js,
         destinations=destinations,
     )
     try:
@@ -305,6 +327,8 @@ def run(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
     destinations: Sequence[DestinationConfig] = (),
 ) -> None:
@@ -315,8 +339,17 @@ def run(
     check_bind(host, WriteKeys(keys))
     storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
     try:
+        server = _server(
+            storage,
+            keys,
+            header_timeout,
+            body_timeout,
+            lock_timeout,
+            allow_origins,
+            analytics_js,
+            destinations,
+        )
         sock = _listen(host, port)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout, destinations)
         if on_ready is not None:
             on_ready(_url(sock))  # connections wait in the listen backlog until served
         server.run(sockets=[sock])
