@@ -16,7 +16,7 @@ from typing import Any, Final
 import urllib3
 
 from trackline.cli._common import fail
-from trackline.cli.events import CollectorError, collector_host
+from trackline.cli.events import CollectorError, add_host_option, collector_host, unreachable
 
 #: (header, key, right-aligned) of each column.
 COLUMNS: Final = (
@@ -45,25 +45,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def add_host_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host",
-        metavar="URL",
-        help="the collector (default: $TRACKLINE_HOST, else http://127.0.0.1:8765)",
-    )
-
-
 def request(method: str, url: str) -> Any:
     """Ask the collector; its JSON answer, or `CollectorError` saying what went wrong."""
     http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5.0, read=60.0))
     try:
         response = http.request(method, url)
     except urllib3.exceptions.HTTPError as exc:
-        origin = url.split("/api/", 1)[0]
-        raise CollectorError(
-            f"cannot reach the collector at {origin} ({type(exc).__name__}); "
-            "is `trackline collector` running?"
-        ) from None
+        raise unreachable(url, exc) from None
     try:
         document = json.loads(response.data)
     except ValueError:

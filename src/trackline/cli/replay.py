@@ -15,8 +15,14 @@ import argparse
 import urllib.parse
 
 from trackline.cli._common import fail
-from trackline.cli.destinations import add_host_option, request
-from trackline.cli.events import CollectorError, collector_host, parse_since
+from trackline.cli.destinations import request
+from trackline.cli.events import (
+    CollectorError,
+    add_host_option,
+    add_since_option,
+    collector_host,
+    parse_since,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,11 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--destination", required=True, metavar="NAME", help="its name")
     parser.add_argument("--failed", action="store_true", help="only its dead letters")
-    parser.add_argument(
-        "--since",
-        metavar="WHEN",
-        help="only events received at or after WHEN: ISO 8601, or an age such as 2h or 7d",
-    )
+    add_since_option(parser, "only events")
     add_host_option(parser)
     parser.set_defaults(run=run)
 
