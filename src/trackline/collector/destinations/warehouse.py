@@ -213,6 +213,16 @@ class WarehouseSender:
         fitted: dict[str, Any] = {}
         for column, value in row.values.items():
             kind = columns[column]
+            # The common cases first, without a call: this runs for every value loaded.
+            if kind == ws.TEXT and type(value) is str:
+                fitted[column] = value.replace("\x00", "") if "\x00" in value else value
+                continue
+            if kind == ws.NUMERIC and type(value) in (int, float):
+                fitted[column] = value
+                continue
+            if column in ws.STORED_TIMESTAMPS and kind == ws.TIMESTAMP:
+                fitted[column] = value
+                continue
             stored = ws.coerce(value, kind)
             if ws.fits(stored):
                 fitted[column] = stored

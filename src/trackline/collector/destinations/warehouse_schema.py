@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
@@ -67,6 +68,9 @@ OWN_COLUMNS: Final = {
     "aliases": {"previous_id": TEXT},
 }
 USERS_COLUMNS: Final = {"id": TEXT, "received_at": TIMESTAMP}
+#: Columns the collector itself wrote in its one stored form (`...T14:00:00.000Z`): they fit
+#: their `timestamptz` column without being checked again.
+STORED_TIMESTAMPS: Final = frozenset({"received_at", "sent_at", "timestamp", "original_timestamp"})
 DISCARDS_COLUMNS: Final = {
     "row_id": TEXT,
     "table_name": TEXT,
@@ -81,6 +85,7 @@ _ACRONYM: Final = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _OTHER: Final = re.compile(r"[^a-z0-9]+")
 
 
+@functools.lru_cache(maxsize=8192)
 def snake(name: str) -> str:
     """A warehouse name for `name`: snake_case, `[a-z0-9_]`, not starting with a digit, at
     most 63 characters."""
@@ -155,11 +160,16 @@ def fits(value: Any) -> bool:
     return value is not _NO_FIT
 
 
+@functools.lru_cache(maxsize=8192)
+def _column(prefix: str, key: str) -> str:
+    return snake(f"{prefix}_{key}" if prefix else str(key))
+
+
 def flatten(prefix: str, value: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """(column, value) pairs of a nested object: objects flattened with `_`, arrays as JSON
     text, nulls left out."""
     for key, item in value.items():
-        column = snake(f"{prefix}_{key}" if prefix else str(key))
+        column = _column(prefix, key)
         if item is None:
             continue
         if isinstance(item, dict):
