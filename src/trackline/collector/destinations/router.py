@@ -34,8 +34,10 @@ POLL_SECONDS: Final = 1.0
 #: Seconds to wait after the store failed before trying it again.
 STORE_RETRY_SECONDS: Final = 1.0
 #: Jobs per claim: enough batches to make a claim worth its round trip, at most this many
-#: jobs unless one batch is larger.
+#: jobs unless one batch is larger, and at most `CLAIM_BATCHES` batches, so that a claim's
+#: lease (which must outlast all its sends) stays minutes, not hours.
 CLAIM_JOBS: Final = 1000
+CLAIM_BATCHES: Final = 20
 #: While ingest is busy, a router rests this many times as long as its last claim took to
 #: deliver (at most `MAX_REST_SECONDS`): delivery takes at most about half of what the
 #: process can give it, and ingest, which has clients waiting on it, the rest.
@@ -93,7 +95,7 @@ class Router:
         )
         self.health = Health(self._policy, self._rng)
         self._limiter = RateLimiter(config.rate_limit)
-        batches = max(1, CLAIM_JOBS // config.batch_size)
+        batches = max(1, min(CLAIM_BATCHES, CLAIM_JOBS // config.batch_size))
         self._claim_size = config.batch_size * batches
         # A claim must outlive its sends, or another worker would take its jobs meanwhile.
         self._lease = lease if lease is not None else batches * (config.timeout + 5.0) * 2 + 60
