@@ -557,28 +557,30 @@ class SQLiteStore:
         selects: Callable[[str], bool] | None = None,
         timeout: float | None = None,
     ) -> int:
-        """Queue stored events for `destination` again (see `Store.replay`)."""
-
-        def begin() -> sqlite3.Connection:
-            conn = self._writer()
-            conn.execute("BEGIN IMMEDIATE")
-            return conn
-
-        def commit(conn: sqlite3.Connection) -> None:
-            conn.execute("COMMIT")
-
-        def run(conn: sqlite3.Connection) -> int:
-            return self._jobs.replay(
-                begin,
-                commit,
-                destination,
-                failed_only=failed_only,
-                since=since,
-                selects=selects,
-            )
-
-        queued: int = self._call(run, timeout)
-        return queued
+        """Queue stored events for `destination` again (see `Store.replay`): a chunk at a
+        time, read and chosen on this thread, queued by the writer between group commits."""
+        queued = 0
+        after = -1
+        while True:
+            with self._reader() as conn:
+                candidates = self._jobs.replay_candidates(
+                    conn, destination, after, failed_only=failed_only, since=since
+                )
+            if not candidates:
+                return queued
+            after = candidates[-1][0]
+            chosen = [
+                (event_id, key)
+                for event_id, key, body in candidates
+                if failed_only or selects is None or selects(body)
+            ]
+            if chosen:
+                queued += int(
+                    self._call(
+                        functools.partial(self._jobs.requeue, name=destination, chosen=chosen),
+                        timeout,
+                    )
+                )
 
     def destination_counts(self) -> list[DestinationCounts]:
         """Every destination that ever had a job: its jobs by state, last error and success."""

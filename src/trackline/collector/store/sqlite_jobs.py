@@ -36,7 +36,7 @@ import itertools
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -95,7 +95,8 @@ JOB_ROWS_PER_STATEMENT: Final = 3000
 #: held or blocked jobs finds nothing this time (the head moves as they end).
 MAX_CLAIM_SCAN: Final = 50_000
 _MAX_SCAN_PAGE: Final = 5000
-#: Events one replay transaction handles, so a large backfill never holds the lock for long.
+#: Events one replay step reads (on the caller's thread) and queues (in one transaction on
+#: the writer), so a large backfill never holds up ingest for long.
 REPLAY_CHUNK: Final = 5000
 #: Longest error text kept per job.
 MAX_ERROR_CHARS: Final = 500
@@ -402,88 +403,85 @@ class SQLiteJobs:
 
     # -- replay and clear ----------------------------------------------------------------
 
-    def replay(
+    def replay_candidates(
         self,
-        begin: Callable[[], sqlite3.Connection],
-        commit: Callable[[sqlite3.Connection], None],
+        conn: sqlite3.Connection,
         name: str,
+        after: int,
         *,
         failed_only: bool,
         since: str | None,
-        selects: Callable[[str], bool] | None,
+    ) -> list[tuple[int, int, str]]:
+        """The next chunk of events above `after` that a replay of `name` considers, as
+        `(event_id, order_key, body)`: its dead letters, or every stored event (see
+        `Store.replay`). Reads only, on the caller's connection."""
+        if failed_only:
+            destination = self._id(conn, name, create=False)
+            if destination is None:
+                return []
+            rows = conn.execute(
+                "SELECT e.id, e.user_id, e.anonymous_id, e.body FROM outcomes AS o "
+                "JOIN events AS e ON e.id = o.event_id WHERE o.destination = ? "
+                "AND o.status = 'failed' AND o.event_id > ? "
+                "AND (? IS NULL OR e.received_at >= ?) ORDER BY o.event_id LIMIT ?",
+                (destination, after, since, since, REPLAY_CHUNK),
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT id, user_id, anonymous_id, body FROM events WHERE id > ? "
+                "AND (? IS NULL OR received_at >= ?) ORDER BY id LIMIT ?",
+                (after, since, since, REPLAY_CHUNK),
+            ).fetchall()
+        return [
+            (event_id, order_key(user, anonymous), body) for event_id, user, anonymous, body in rows
+        ]
+
+    def requeue(
+        self, conn: sqlite3.Connection, name: str, chosen: Sequence[tuple[int, int]]
     ) -> int:
-        """Queue stored events for `name` again (see `Store.replay`), a chunk of events per
-        transaction: `begin()` opens one, `commit(conn)` ends it."""
-        queued = 0
-        after = -1
-        while True:
-            conn = begin()
+        """In one transaction on the writer: queue `(event_id, order_key)` for `name` unless
+        queued already, moving dead letters among them back; returns how many were queued."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             destination = self._id(conn, name, create=True)
             assert destination is not None
-            if failed_only:
-                candidates = conn.execute(
-                    "SELECT e.id, e.user_id, e.anonymous_id, e.body FROM outcomes AS o "
-                    "JOIN events AS e ON e.id = o.event_id WHERE o.destination = ? "
-                    "AND o.status = 'failed' AND o.event_id > ? "
-                    "AND (? IS NULL OR e.received_at >= ?) ORDER BY o.event_id LIMIT ?",
-                    (destination, after, since, since, REPLAY_CHUNK),
-                ).fetchall()
-            else:
-                candidates = conn.execute(
-                    "SELECT id, user_id, anonymous_id, body FROM events WHERE id > ? "
-                    "AND (? IS NULL OR received_at >= ?) ORDER BY id LIMIT ?",
-                    (after, since, since, REPLAY_CHUNK),
-                ).fetchall()
-            if not candidates:
-                commit(conn)
-                return queued
-            after = candidates[-1][0]
-            queued += self._requeue(conn, destination, candidates, selects, failed_only)
-            commit(conn)
-
-    def _requeue(
-        self,
-        conn: sqlite3.Connection,
-        destination: int,
-        candidates: Iterable[tuple[int, str | None, str | None, str]],
-        selects: Callable[[str], bool] | None,
-        failed_only: bool,
-    ) -> int:
-        ids = [c[0] for c in candidates]
-        live = {
-            event_id
-            for (event_id,) in conn.execute(
-                "SELECT j.event_id FROM json_each(?) AS c JOIN jobs AS j "
-                "ON j.destination = ? AND j.event_id = c.value",
-                (orjson.dumps(ids).decode(), destination),
-            )
-        }
-        values: list[int] = []
-        for event_id, user_id, anonymous_id, body in candidates:
-            if event_id in live:
-                continue
-            if not failed_only and selects is not None and not selects(body):
-                continue
-            values += (destination, event_id, order_key(user_id, anonymous_id))
-        if not values:
-            return 0
-        requeued = [values[i] for i in range(1, len(values), 3)]
-        (was_failed,) = conn.execute(
-            "SELECT count(*) FROM json_each(?) AS c JOIN outcomes AS o "
-            "ON o.event_id = c.value AND o.destination = ? AND o.status = 'failed'",
-            (orjson.dumps(requeued).decode(), destination),
-        ).fetchone()
-        conn.execute(
-            "DELETE FROM outcomes WHERE destination = ? AND status = 'failed' "
-            "AND event_id IN (SELECT value FROM json_each(?))",
-            (destination, orjson.dumps(requeued).decode()),
-        )
-        per_statement = JOB_ROWS_PER_STATEMENT * 3
-        for start in range(0, len(values), per_statement):
-            part = values[start : start + per_statement]
-            conn.execute(_insert_jobs_sql(len(part) // 3), part)
-        self._apply(conn, {destination: _Delta(pending=len(requeued), failed=-was_failed)})
-        return len(requeued)
+            ids = orjson.dumps([event_id for event_id, _ in chosen]).decode()
+            live = {
+                event_id
+                for (event_id,) in conn.execute(
+                    "SELECT j.event_id FROM json_each(?) AS c JOIN jobs AS j "
+                    "ON j.destination = ? AND j.event_id = c.value",
+                    (ids, destination),
+                )
+            }
+            values: list[int] = []
+            for event_id, key in chosen:
+                if event_id not in live:
+                    values += (destination, event_id, key)
+            queued = len(values) // 3
+            if queued:
+                requeued = orjson.dumps(values[1::3]).decode()
+                (was_failed,) = conn.execute(
+                    "SELECT count(*) FROM outcomes WHERE destination = ? AND status = 'failed' "
+                    "AND event_id IN (SELECT value FROM json_each(?))",
+                    (destination, requeued),
+                ).fetchone()
+                conn.execute(
+                    "DELETE FROM outcomes WHERE destination = ? AND status = 'failed' "
+                    "AND event_id IN (SELECT value FROM json_each(?))",
+                    (destination, requeued),
+                )
+                per_statement = JOB_ROWS_PER_STATEMENT * 3
+                for start in range(0, len(values), per_statement):
+                    part = values[start : start + per_statement]
+                    conn.execute(_insert_jobs_sql(len(part) // 3), part)
+                self._apply(conn, {destination: _Delta(pending=queued, failed=-was_failed)})
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return queued
 
     def clear(self, conn: sqlite3.Connection) -> None:
         """Inside the caller's transaction: forget every job and outcome, zero the counts."""
