@@ -449,9 +449,10 @@ class SQLiteJobs:
             live = {
                 event_id
                 for (event_id,) in conn.execute(
-                    "SELECT j.event_id FROM json_each(?) AS c JOIN jobs AS j "
-                    "ON j.destination = ? AND j.event_id = c.value",
-                    (ids, destination),
+                    # IN, not a join: a join may walk the whole queue once per id.
+                    "SELECT event_id FROM jobs WHERE destination = ? "
+                    "AND event_id IN (SELECT value FROM json_each(?))",
+                    (destination, ids),
                 )
             }
             values: list[int] = []
