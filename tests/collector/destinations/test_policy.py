@@ -114,3 +114,33 @@ def test_sends_without_an_answer_mark_the_destination_down_until_one_answers() -
     assert health.down
     health.failed([FAILED_500])  # an answer, even an error: it is up
     assert not health.down
+
+
+def test_the_pacer_holds_routers_back_only_while_ingest_is_busy() -> None:
+    """While ingest is busy, a cycle of T seconds holds every router back REST_FACTOR x T
+    (each wait at most MAX_REST_SECONDS); when ingest is idle, nothing waits."""
+    from trackline.collector.destinations.router import MAX_REST_SECONDS, REST_FACTOR, Pacer
+
+    clock = Clock()
+    busy = {"now": True}
+    pacer = Pacer(lambda: busy["now"], clock)
+    waits: list[float] = []
+
+    class Stop:
+        def wait(self, seconds: float) -> bool:
+            waits.append(seconds)
+            clock.now += seconds
+            return False
+
+    stop = Stop()
+    assert not pacer.wait(stop)  # type: ignore[arg-type]
+    pacer.spent(0.1)
+    assert pacer.wait(stop)  # type: ignore[arg-type]
+    assert waits == [min(0.1 * REST_FACTOR, MAX_REST_SECONDS)]
+    pacer.spent(0.1)
+    busy["now"] = False
+    assert not pacer.wait(stop)  # type: ignore[arg-type]
+    pacer.spent(10.0)  # ingest idle: no debt
+    busy["now"] = True
+    assert pacer.wait(stop)  # type: ignore[arg-type]  # the earlier debt remains
+    assert waits[-1] <= MAX_REST_SECONDS

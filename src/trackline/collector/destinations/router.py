@@ -38,11 +38,11 @@ STORE_RETRY_SECONDS: Final = 1.0
 #: lease (which must outlast all its sends) stays minutes, not hours.
 CLAIM_JOBS: Final = 1000
 CLAIM_BATCHES: Final = 20
-#: While ingest is busy, a router rests this many times as long as its last claim took to
-#: deliver (at most `MAX_REST_SECONDS`): delivery takes at most about half of what the
-#: process can give it, and ingest, which has clients waiting on it, the rest.
-REST_FACTOR: Final = 3.0
-MAX_REST_SECONDS: Final = 0.25
+#: While ingest is busy, the routers together rest this many times as long as their claims
+#: take to deliver: delivery gets about a sixth of the process, ingest (which has clients
+#: waiting on it) the rest. One wait is at most `MAX_REST_SECONDS`, so delivery never stops.
+REST_FACTOR: Final = 5.0
+MAX_REST_SECONDS: Final = 1.0
 
 
 class RateLimiter:
@@ -66,6 +66,42 @@ class RateLimiter:
             return start - now
 
 
+class Pacer:
+    """Paces every router of a collector while ingest is busy (see `REST_FACTOR`).
+
+    The routers share one clock: each delivery cycle moves it forward by its length times
+    `REST_FACTOR`, and no router starts a cycle before it. Pacing each router alone would let
+    three routers take three times the share, and their threads contend for the one GIL
+    that ingest's event loop needs too.
+    """
+
+    def __init__(
+        self, busy: Callable[[], bool] | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._busy = busy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._not_before = 0.0
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Before a cycle: wait while ingest is busy and the routers had their share; True
+        when it waited (the caller looks again: things change while it rests)."""
+        if self._busy is None:
+            return False
+        delay = self._not_before - self._clock()
+        if delay <= 0 or not self._busy():
+            return False
+        stop.wait(min(delay, MAX_REST_SECONDS))
+        return True
+
+    def spent(self, seconds: float) -> None:
+        """A cycle took `seconds`; while ingest is busy, that pushes the next one back."""
+        if self._busy is None or not self._busy():
+            return
+        with self._lock:
+            self._not_before = max(self._not_before, self._clock()) + seconds * REST_FACTOR
+
+
 class Router:
     """Delivers one destination's jobs with `config.concurrency` threads."""
 
@@ -77,11 +113,11 @@ class Router:
         *,
         lease: float | None = None,
         rng: random.Random | None = None,
-        ingest_busy: Callable[[], bool] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
-        """`ingest_busy` says when ingest has work waiting (see `REST_FACTOR`)."""
+        """`pacer`, shared by a collector's routers, makes them yield to a busy ingest."""
         self.config = config
-        self._ingest_busy = ingest_busy
+        self._pacer = pacer if pacer is not None else Pacer(None)
         self.name = config.name
         self._store = store
         self._make_sender = make_sender
@@ -153,6 +189,8 @@ class Router:
                 logger.exception("destination %s: closing failed", self.name)
 
     def _step(self, sender: Sender) -> None:
+        if self._pacer.wait(self._stop):
+            return
         health = self.health
         if not health.begin():
             self._stop.wait(min(POLL_SECONDS, health.wait_time()) or 0.05)
@@ -176,9 +214,7 @@ class Router:
         started = time.monotonic()
         settlements = self._deliver(sender, jobs, down=health.down)
         self._store.settle(settlements)
-        if self._ingest_busy is not None and self._ingest_busy():
-            rest = (time.monotonic() - started) * REST_FACTOR
-            self._stop.wait(min(rest, MAX_REST_SECONDS))
+        self._pacer.spent(time.monotonic() - started)
         now = time.time()
         later = [s.retry_at for s in settlements if s.retry_at is not None and s.retry_at > now]
         if later:

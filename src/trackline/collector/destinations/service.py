@@ -15,7 +15,7 @@ from trackline.collector.destinations.config import (
     WarehouseSettings,
     WebhookSettings,
 )
-from trackline.collector.destinations.router import Router
+from trackline.collector.destinations.router import Pacer, Router
 from trackline.collector.destinations.routing import Routing
 from trackline.collector.destinations.sender import Sender
 from trackline.collector.store import Store
@@ -67,9 +67,10 @@ class Destinations:
         return bool(self.configs)
 
     def start(self, store: Store) -> None:
+        pacer = Pacer(self.ingest_busy)
         for config in self.configs:
             if config.enabled:
-                router = Router(config, store, self._factory(config), ingest_busy=self.ingest_busy)
+                router = Router(config, store, self._factory(config), pacer=pacer)
                 router.start()
                 self._routers[config.name] = router
 
