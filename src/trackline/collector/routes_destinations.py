@@ -1,12 +1,17 @@
 """The read and replay API of destinations:
 
 - `GET /api/destinations`: `[{name, kind, enabled, down, delivered, pending, retrying, failed,
-  last_error, last_success_at}]`, configured destinations first (in config order), then any
-  the store still has jobs or outcomes for that the config no longer names (`kind` null);
+  last_error, last_error_at, last_success_at}]`, configured destinations first (in config order),
+  then any the store still has jobs or outcomes for that the config no longer names (`kind`
+  null);
 - `GET /api/events/{messageId}/deliveries`: `[{destination, status, attempts, last_error,
   delivered_at}]`, 404 for an unknown event;
 - `POST /api/destinations/{name}/replay?failed=1&since=ISO`: queue stored events again (the
-  dead letters only with `failed`), only from this machine, like `DELETE /api/events`.
+  dead letters only with `failed`).
+
+The reads are reads like `/api/events` (the read token, or this machine); a replay changes
+what the collector does, so it is asked for as `DELETE /api/events` is: by a reader on this
+machine, from the collector's own page or an allowed origin.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from trackline.collector.access import is_loopback
+from trackline.collector import answers
+from trackline.collector.access import caller, is_loopback
 from trackline.collector.ingest import format_timestamp, parse_timestamp
 from trackline.collector.store import StorageError
 
@@ -31,11 +37,13 @@ if TYPE_CHECKING:
 def routes(collector: _Collector) -> list[Route]:
     """The routes, bound to `collector`; `/api/events/{id}/deliveries` must come before the
     route of one event, whose path converter would take it."""
-    # Imported here: app.py imports this module while it loads.
-    from trackline.collector.app import _error, _flag, _json
+    reads = collector.read_api
 
     async def destinations(request: Request) -> Response:
-        counted = await run_in_threadpool(collector.storage.destination_counts)
+        async with reads._reading(request) as refused:
+            if refused is not None:
+                return refused
+            counted = await run_in_threadpool(collector.storage.destination_counts)
         described = collector.destinations.describe()
         by_name = {counts.name: counts for counts in counted}
         listed: list[dict[str, Any]] = []
@@ -55,32 +63,44 @@ def routes(collector: _Collector) -> list[Route]:
                     "last_success_at": counts.last_success_at if counts else None,
                 }
             )
-        return _json(listed)
+        return answers.json_answer(listed)
 
     async def deliveries(request: Request) -> Response:
-        message_id = request.path_params["message_id"]
-        found = await run_in_threadpool(collector.storage.deliveries, message_id)
+        async with reads._reading(request) as refused:
+            if refused is not None:
+                return refused
+            message_id = request.path_params["message_id"]
+            found = await run_in_threadpool(collector.storage.deliveries, message_id)
         if found is None:
-            return _error(404, "not_found", f"no event with messageId {message_id!r}")
-        return _json([dataclasses.asdict(delivery) for delivery in found])
+            return answers.error(404, "not_found", f"no event with messageId {message_id[:100]!r}")
+        return answers.json_answer([dataclasses.asdict(delivery) for delivery in found])
 
     async def replay(request: Request) -> Response:
-        client = request.client.host if request.client else None
-        if not is_loopback(client):
-            return _error(403, "forbidden", "replays can only be asked for from this machine")
+        refusal = reads.read_refusal(request)
+        if refusal is not None:
+            return answers.rejected(refusal, challenge="Bearer")
+        who = caller(request)
+        if not collector.origins.permits(who.headers, who.origin, admin=True):
+            return answers.forbidden_origin()
+        if not is_loopback(who.client):
+            return answers.error(
+                403, "forbidden", "replays can only be asked for from this machine"
+            )
         name = request.path_params["name"]
         configured = {config.name for config in collector.destinations.configs}
         if name not in configured:
-            return _error(404, "not_found", f"no destination named {name!r} is configured")
+            return answers.error(
+                404, "not_found", f"no destination named {name[:100]!r} is configured"
+            )
         params = request.query_params
         try:
-            failed_only = _flag(params.get("failed"))
+            failed_only = answers.flag(params.get("failed"))
         except ValueError as exc:
-            return _error(400, "invalid_parameter", f"failed {exc}")
+            return answers.error(400, "invalid_parameter", f"failed {exc}")
         try:
             moment = parse_timestamp(params.get("since") or None)
         except ValueError as exc:
-            return _error(400, "invalid_parameter", f"since: {exc}")
+            return answers.error(400, "invalid_parameter", f"since: {exc}")
         since = None if moment is None else format_timestamp(moment)
         run = functools.partial(
             collector.storage.replay,
@@ -91,10 +111,10 @@ def routes(collector: _Collector) -> list[Route]:
         )
         try:
             queued = await run_in_threadpool(run)
-        except StorageError as exc:
-            return _error(503, "storage_unavailable", str(exc), retry_after=True)
+        except StorageError:
+            return answers.unavailable()
         collector.destinations.wake_all()
-        return _json({"destination": name, "queued": queued})
+        return answers.json_answer({"destination": name, "queued": queued})
 
     return [
         Route("/api/destinations", destinations, methods=["GET"]),

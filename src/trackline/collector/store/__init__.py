@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import os
 
-from trackline.collector.store.base import EventQuery, Stats, StorageError, Store, WriteResult
+from trackline.collector.store.base import (
+    MAX_SCAN_ROWS,
+    EventQuery,
+    ReadTooCostly,
+    RowsRefused,
+    Stats,
+    StorageError,
+    Store,
+    WriteResult,
+)
 from trackline.collector.store.jobs import (
     DestinationCounts,
     EventDelivery,
@@ -34,14 +43,17 @@ def open_store(
 
 
 __all__ = [
+    "MAX_SCAN_ROWS",
     "DestinationCounts",
     "EventDelivery",
     "EventQuery",
     "Job",
     "JobStatus",
     "Outcome",
+    "ReadTooCostly",
     "Route",
     "Routes",
+    "RowsRefused",
     "SQLiteStore",
     "Settlement",
     "Stats",
