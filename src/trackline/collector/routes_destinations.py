@@ -26,7 +26,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trackline.collector import answers
-from trackline.collector.access import caller, is_loopback
 from trackline.collector.ingest import format_timestamp, parse_timestamp
 from trackline.collector.store import StorageError
 
@@ -76,16 +75,9 @@ def routes(collector: _Collector) -> list[Route]:
         return answers.json_answer([dataclasses.asdict(delivery) for delivery in found])
 
     async def replay(request: Request) -> Response:
-        refusal = reads.read_refusal(request)
-        if refusal is not None:
-            return answers.rejected(refusal, challenge="Bearer")
-        who = caller(request)
-        if not collector.origins.permits(who.headers, who.origin, admin=True):
-            return answers.forbidden_origin()
-        if not is_loopback(who.client):
-            return answers.error(
-                403, "forbidden", "replays can only be asked for from this machine"
-            )
+        refused = reads.local_admin_refusal(request, "replays can be asked for")
+        if refused is not None:
+            return refused
         name = request.path_params["name"]
         configured = {config.name for config in collector.destinations.configs}
         if name not in configured:

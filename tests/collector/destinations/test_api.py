@@ -129,3 +129,17 @@ def test_a_replay_of_an_unknown_destination_is_404(start: Start) -> None:
     _, http = start([])
     answer = http.post("/api/destinations/Nope/replay", None, raw=b"")
     assert answer.status == 404
+
+
+def test_a_replay_from_another_sites_page_is_refused(start: Start, hook: CaptureServer) -> None:
+    """A replay changes what the collector does: a page on another origin cannot ask for it."""
+    hook.script(Reply(400))
+    _, http = start(destinations(webhook("Hook", hook, **FAST)))
+    post(http, events(1))
+    drained(http)
+    answer = http.request(
+        "POST", "/api/destinations/Hook/replay?failed=1", b"", {"Origin": "http://evil.example"}
+    )
+    assert answer.status == 403
+    assert answer.json["code"] == "forbidden_origin"
+    assert http.get("/api/destinations").json[0]["failed"] == 1
