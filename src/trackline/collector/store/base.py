@@ -104,10 +104,11 @@ class Store(Protocol):
         """Write `rows` and count `rejected` messages from a coroutine; 200 only after this.
 
         `routes[i]` names the destinations `rows[i]` is owed to: one job per name is written
-        in the same transaction, for rows stored now only (not for duplicates). Fails with
-        `StorageError` when the store cannot write (then nothing of the request is stored),
-        or `RowsRefused` when these rows alone cannot be stored: one request's rows never
-        fail the other requests committed with them."""
+        in the same transaction, for rows stored now only (not for duplicates).
+
+        Fails with `StorageError` when the store cannot write (then nothing of the request is
+        stored), or `RowsRefused` when these rows alone cannot be stored: one request's rows
+        never fail the other requests committed with them."""
 
     def write(
         self,

@@ -14,12 +14,12 @@ group fails and nothing of it is stored, and the next group simply tries again. 
 because of what some rows hold, each request is written again alone, so only the one that
 brought those rows fails.
 
-The same thread writes the delivery jobs (`sqlite_jobs.py`): an event's jobs go in with the
-event, settlements ride in the next group commit with the requests, and claims are served
-between groups, so claims and settlements never race each other.
-
 Reads stream: a listing goes out in pieces as SQLite produces its rows, so the largest answer
 costs a piece's memory, not its own size; and a read's database work has a time budget.
+
+The same thread writes the delivery jobs (`sqlite_jobs.py`): an event's jobs go in with the
+event, and settlements ride in the next group commit with the requests. Claims only read, on a
+connection of their own, so they never wait for a group to commit.
 """
 
 from __future__ import annotations
@@ -202,6 +202,7 @@ class SQLiteStore:
         self._closed = False
         self._healthy = True
         self._jobs = sqlite_jobs.SQLiteJobs()
+        self._claim_conn: sqlite3.Connection | None = None
         self._conn: sqlite3.Connection | None = None
         self._key_secret = b""
         self._conn = self._connect(create=True)
@@ -230,7 +231,7 @@ class SQLiteStore:
                         f"{self.path} was written by a newer trackline (schema {version})"
                     )
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(f"{_SCHEMA} {sqlite_jobs.SCHEMA}")
+                conn.executescript(_SCHEMA + sqlite_jobs.SCHEMA)
                 self._key_secret = sqlite_setup.key_secret(conn)
                 if version < SCHEMA_VERSION:
                     sqlite_setup.upgrade(conn, self.path, self._key_secret)
@@ -357,6 +358,10 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        with self._jobs.lock:
+            if self._claim_conn is not None:
+                self._claim_conn.close()
+                self._claim_conn = None
 
     def _writer(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -419,7 +424,6 @@ class SQLiteStore:
         writes = [item for item in group if isinstance(item, _Write)]
         rows = [row for item in writes for row in item.rows]
         live: list[LiveEvent] = []
-        settled: list[int] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             # AUTOINCREMENT: new ids follow the last one ever given, in insertion order.
@@ -446,10 +450,8 @@ class SQLiteStore:
                 unroutable = self._jobs.enqueue(
                     conn, rows, routes_per_row(writes), _event_ids(rows, last_id, new_ids)
                 )
-            for item in group:
-                if isinstance(item, _Settle):
-                    settled.append(self._jobs.settle(conn, item.settlements))
-            if not rows and not rejected and not settled:
+            settles = [item for item in group if isinstance(item, _Settle)]
+            if not rows and not rejected and not settles:
                 # A health probe: prove a page can be written, not only that a lock is free.
                 conn.execute("UPDATE totals SET rejected = rejected")
             elif duplicates or rejected or unroutable:
@@ -463,6 +465,8 @@ class SQLiteStore:
                     LiveEvent(row_id, body, source)
                     for row_id, body, source in self._newest(conn, "id, body, source", inserted)
                 ]
+            # Last, so that the claims' lock is held for as short a time as possible.
+            settled = [self._jobs.settle(conn, item.settlements) for item in settles]
             conn.execute("COMMIT")
         except BaseException:
             self._jobs.rolled_back()
@@ -547,12 +551,23 @@ class SQLiteStore:
 
     def claim(self, destination: str, limit: int, lease: float) -> list[Job]:
         """Up to `limit` due jobs of `destination`, oldest first, held for `lease` seconds
-        (see `Store.claim`); served by the writer thread between two group commits."""
-        jobs: list[Job] = self._call(
-            lambda conn: self._jobs.claim(conn, destination, limit, lease),
-            self._lock_timeout + 30.0,
-        )
-        return jobs
+        (see `Store.claim`), read on the claims' own connection."""
+        if self._closed:
+            raise StorageError("the store is closed")
+        try:
+            with self._jobs.lock:
+                if self._claim_conn is None:
+                    self._claim_conn = sqlite3.connect(
+                        self.path,
+                        timeout=self._lock_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    self._claim_conn.execute("PRAGMA query_only = 1")
+                conn = self._claim_conn
+            return self._jobs.claim(conn, destination, limit, lease)
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage unavailable: {exc}") from exc
 
     def settle(self, settlements: Sequence[Settlement], timeout: float | None = None) -> int:
         """End claims; committed with the next group of writes. Returns how many were still
@@ -575,28 +590,30 @@ class SQLiteStore:
         selects: Callable[[str], bool] | None = None,
         timeout: float | None = None,
     ) -> int:
-        """Queue stored events for `destination` again (see `Store.replay`)."""
-
-        def begin() -> sqlite3.Connection:
-            conn = self._writer()
-            conn.execute("BEGIN IMMEDIATE")
-            return conn
-
-        def commit(conn: sqlite3.Connection) -> None:
-            conn.execute("COMMIT")
-
-        def run(conn: sqlite3.Connection) -> int:
-            return self._jobs.replay(
-                begin,
-                commit,
-                destination,
-                failed_only=failed_only,
-                since=since,
-                selects=selects,
-            )
-
-        queued: int = self._call(run, timeout)
-        return queued
+        """Queue stored events for `destination` again (see `Store.replay`): a chunk at a
+        time, read and chosen on this thread, queued by the writer between group commits."""
+        queued = 0
+        after = -1
+        while True:
+            with self._reader() as conn:
+                candidates = self._jobs.replay_candidates(
+                    conn, destination, after, failed_only=failed_only, since=since
+                )
+            if not candidates:
+                return queued
+            after = candidates[-1][0]
+            chosen = [
+                (event_id, key)
+                for event_id, key, body in candidates
+                if failed_only or selects is None or selects(body)
+            ]
+            if chosen:
+                queued += int(
+                    self._call(
+                        functools.partial(self._jobs.requeue, name=destination, chosen=chosen),
+                        timeout,
+                    )
+                )
 
     def destination_counts(self) -> list[DestinationCounts]:
         """Every destination that ever had a job: its jobs by state, last error and success."""

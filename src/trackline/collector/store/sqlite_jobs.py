@@ -1,9 +1,15 @@
 """Delivery jobs in the SQLite store: the queue, how jobs ended, and the per-destination counts.
 
-Every function here runs on the store's writer thread, inside or around its transactions, so
-the claims' leases can live in memory: one process owns a SQLite store, and a process that
-dies takes its leases with it, which is exactly when they should end (its jobs are claimable
-again at once after a restart, with no lease to wait out).
+Writes run on the store's writer thread, inside its transactions; claims run on the calling
+router's thread with a read connection of their own, so they never hold up a commit. The
+claims' leases live in memory: one process owns a SQLite store, and a process that dies takes
+its leases with it, which is exactly when they should end (its jobs are claimable again at
+once after a restart, with no lease to wait out).
+
+One lock (`SQLiteJobs.lock`) keeps claims and settlements consistent: a claim holds it while it
+reads the queue and takes its leases; the writer holds it from checking the settlements' leases
+until their transaction committed and the leases ended. So a claim never sees a job that a
+committed settlement removed while its lease still shows as held, nor the reverse.
 
 Three tables, sized by what is owed rather than by history:
 
@@ -28,8 +34,9 @@ import dataclasses
 import functools
 import itertools
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -87,8 +94,9 @@ JOB_ROWS_PER_STATEMENT: Final = 3000
 #: Queue rows one claim reads at most looking for claimable jobs: a claim behind that many
 #: held or blocked jobs finds nothing this time (the head moves as they end).
 MAX_CLAIM_SCAN: Final = 50_000
-_SCAN_PAGE: Final = 2000
-#: Events one replay transaction handles, so a large backfill never holds the lock for long.
+_MAX_SCAN_PAGE: Final = 5000
+#: Events one replay step reads (on the caller's thread) and queues (in one transaction on
+#: the writer), so a large backfill never holds up ingest for long.
 REPLAY_CHUNK: Final = 5000
 #: Longest error text kept per job.
 MAX_ERROR_CHARS: Final = 500
@@ -122,8 +130,8 @@ class _Delta:
 
 
 class SQLiteJobs:
-    """The job side of one SQLite store; used only from the store's writer thread (reads of
-    counts and deliveries take their own connection and need nothing from here)."""
+    """The job side of one SQLite store: queueing and settling on the writer thread, claims
+    from any thread under `lock` (reads of counts and deliveries need nothing from here)."""
 
     def __init__(
         self,
@@ -138,6 +146,8 @@ class SQLiteJobs:
         self._claims = itertools.count(1)
         #: Leases to forget once the transaction that settled them commits.
         self._ending: list[tuple[int, int]] = []
+        self.lock = threading.Lock()
+        self._locked = False
 
     # -- destinations --------------------------------------------------------------------
 
@@ -188,8 +198,10 @@ class SQLiteJobs:
         """Queue the jobs of the rows stored now (`event_ids[i]` None for a duplicate);
         returns how many stored rows were unroutable (route None)."""
         values: list[int] = []
-        deltas: dict[int, _Delta] = {}
+        counts: dict[int, int] = {}
         unroutable = 0
+        # Routes are few distinct tuples (routing shares them): their ids are looked up once.
+        route_ids: dict[Route, list[int]] = {}
         for row, route, event_id in zip(rows, routes, event_ids, strict=True):
             if event_id is None:
                 continue
@@ -198,12 +210,14 @@ class SQLiteJobs:
                 continue
             if not route:
                 continue
+            ids = route_ids.get(route)
+            if ids is None:
+                ids = route_ids[route] = [self._id(conn, name, create=True) or 0 for name in route]
             key = order_key(row.user_id, row.anonymous_id)
-            for name in route:
-                destination = self._id(conn, name, create=True)
-                assert destination is not None
+            for destination in ids:
                 values += (destination, event_id, key)
-                deltas.setdefault(destination, _Delta()).pending += 1
+                counts[destination] = counts.get(destination, 0) + 1
+        deltas = {destination: _Delta(pending=n) for destination, n in counts.items()}
         per_statement = JOB_ROWS_PER_STATEMENT * 3
         for start in range(0, len(values), per_statement):
             part = values[start : start + per_statement]
@@ -214,7 +228,12 @@ class SQLiteJobs:
     # -- claims --------------------------------------------------------------------------
 
     def claim(self, conn: sqlite3.Connection, name: str, limit: int, lease: float) -> list[Job]:
-        """Hand out up to `limit` claimable jobs of `name` (see `Store.claim`)."""
+        """Hand out up to `limit` claimable jobs of `name` (see `Store.claim`), reading with
+        `conn` (a connection of the caller's, used by one thread at a time)."""
+        with self.lock:
+            return self._claim(conn, name, limit, lease)
+
+    def _claim(self, conn: sqlite3.Connection, name: str, limit: int, lease: float) -> list[Job]:
         destination = self._id(conn, name, create=False)
         if destination is None or limit <= 0:
             return []
@@ -225,12 +244,15 @@ class SQLiteJobs:
         chosen: list[tuple[int, int, int, float | None]] = []
         after = -1
         scanned = 0
+        # Most of a healthy queue's head is claimable: read a little more than asked first.
+        page_size = min(_MAX_SCAN_PAGE, limit + limit // 4 + 16)
         while len(chosen) < limit and scanned < MAX_CLAIM_SCAN:
             page = conn.execute(
                 "SELECT event_id, order_key, attempts, not_before, first_attempt_at FROM jobs "
                 "WHERE destination = ? AND event_id > ? ORDER BY event_id LIMIT ?",
-                (destination, after, _SCAN_PAGE),
+                (destination, after, page_size),
             ).fetchall()
+            page_size = _MAX_SCAN_PAGE
             if not page:
                 break
             scanned += len(page)
@@ -248,24 +270,23 @@ class SQLiteJobs:
                     break
         if not chosen:
             return []
-        bodies = {
-            event_id: (message_id, body)
-            for event_id, message_id, body in conn.execute(
-                "SELECT e.id, e.message_id, e.body FROM json_each(?) AS j "
-                "JOIN events AS e ON e.id = j.value",
-                (orjson.dumps([c[0] for c in chosen]).decode(),),
-            )
-        }
+        # A LEFT JOIN ordered like `chosen` keeps the rows aligned with it: no lookups.
+        found = conn.execute(
+            "SELECT e.message_id, e.body FROM json_each(?) AS j "
+            "LEFT JOIN events AS e ON e.id = j.value ORDER BY j.key",
+            (orjson.dumps([c[0] for c in chosen]).decode(),),
+        ).fetchall()
         claim = next(self._claims)
-        expires = monotonic + lease
+        held = (claim, monotonic + lease)
         jobs: list[Job] = []
-        for event_id, key, attempts, first_attempt_at in chosen:
-            found = bodies.get(event_id)
-            if found is None:  # its event is gone (cleared under it); nothing to send
+        for (event_id, key, attempts, first_attempt_at), (message_id, body) in zip(
+            chosen, found, strict=True
+        ):
+            if body is None:  # its event is gone (cleared under it); nothing to send
                 continue
-            leases[(destination, event_id)] = (claim, expires)
+            leases[(destination, event_id)] = held
             jobs.append(
-                Job(name, event_id, found[0], found[1], key, attempts, first_attempt_at, claim)
+                Job(name, event_id, message_id, body, key, attempts, first_attempt_at, claim)
             )
         return jobs
 
@@ -273,12 +294,17 @@ class SQLiteJobs:
 
     def settle(self, conn: sqlite3.Connection, settlements: Sequence[Settlement]) -> int:
         """Apply the settlements whose claim still holds its job, inside the caller's
-        transaction; `committed()` must follow a successful commit. Returns how many."""
+        transaction. Takes `lock` if it does not hold it yet: `committed()` or `rolled_back()`
+        must follow, once the transaction ended, and releases it. Returns how many."""
+        if not self._locked:
+            self.lock.acquire()
+            self._locked = True
         now = self._clock()
         stamp = _iso(now)
         deltas: dict[int, _Delta] = {}
-        done: list[tuple[int, int]] = []
-        ended: list[tuple[Any, ...]] = []
+        done: dict[int, list[int]] = {}
+        #: (destination, status, attempts, error) -> event ids: most share all four.
+        ended: dict[tuple[int, str, int, str | None], list[int]] = {}
         retried: list[tuple[Any, ...]] = []
         released: list[tuple[Any, ...]] = []
         applied = 0
@@ -317,17 +343,10 @@ class SQLiteJobs:
                     delta.retrying += 1
             else:
                 failed = outcome is Outcome.FAILED
-                done.append((destination, job.id))
-                ended.append(
-                    (
-                        job.id,
-                        destination,
-                        JobStatus.FAILED if failed else JobStatus.DELIVERED,
-                        attempts,
-                        error if failed else None,
-                        stamp,
-                    )
-                )
+                done.setdefault(destination, []).append(job.id)
+                ending = str(JobStatus.FAILED if failed else JobStatus.DELIVERED)
+                group = (destination, ending, attempts, error if failed else None)
+                ended.setdefault(group, []).append(job.id)
                 if was_pending:
                     delta.pending -= 1
                 else:
@@ -349,9 +368,19 @@ class SQLiteJobs:
                 "last_error = ? WHERE destination = ? AND event_id = ?",
                 retried,
             )
-        if done:
-            conn.executemany("DELETE FROM jobs WHERE destination = ? AND event_id = ?", done)
-            conn.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", ended)
+        # One statement per destination (and outcome), over a JSON list of job ids: per-row
+        # calls, or rows of several values, cost two to four times as much per job.
+        for destination, event_ids in done.items():
+            conn.execute(
+                "DELETE FROM jobs WHERE destination = ? AND event_id IN "
+                "(SELECT value FROM json_each(?))",
+                (destination, orjson.dumps(event_ids).decode()),
+            )
+        for (destination, ending, attempts, error), event_ids in ended.items():
+            conn.execute(
+                "INSERT OR REPLACE INTO outcomes SELECT value, ?, ?, ?, ?, ? FROM json_each(?)",
+                (destination, ending, attempts, error, stamp, orjson.dumps(event_ids).decode()),
+            )
         self._apply(conn, deltas)
         return applied
 
@@ -360,95 +389,100 @@ class SQLiteJobs:
         for key in self._ending:
             self._leases.pop(key, None)
         self._ending.clear()
+        self._unlock()
 
     def rolled_back(self) -> None:
         """The transaction failed: the claims hold on (their lease still runs)."""
         self._ending.clear()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._locked:
+            self._locked = False
+            self.lock.release()
 
     # -- replay and clear ----------------------------------------------------------------
 
-    def replay(
+    def replay_candidates(
         self,
-        begin: Callable[[], sqlite3.Connection],
-        commit: Callable[[sqlite3.Connection], None],
+        conn: sqlite3.Connection,
         name: str,
+        after: int,
         *,
         failed_only: bool,
         since: str | None,
-        selects: Callable[[str], bool] | None,
+    ) -> list[tuple[int, int, str]]:
+        """The next chunk of events above `after` that a replay of `name` considers, as
+        `(event_id, order_key, body)`: its dead letters, or every stored event (see
+        `Store.replay`). Reads only, on the caller's connection."""
+        if failed_only:
+            destination = self._id(conn, name, create=False)
+            if destination is None:
+                return []
+            rows = conn.execute(
+                "SELECT e.id, e.user_id, e.anonymous_id, e.body FROM outcomes AS o "
+                "JOIN events AS e ON e.id = o.event_id WHERE o.destination = ? "
+                "AND o.status = 'failed' AND o.event_id > ? "
+                "AND (? IS NULL OR e.received_at >= ?) ORDER BY o.event_id LIMIT ?",
+                (destination, after, since, since, REPLAY_CHUNK),
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT id, user_id, anonymous_id, body FROM events WHERE id > ? "
+                "AND (? IS NULL OR received_at >= ?) ORDER BY id LIMIT ?",
+                (after, since, since, REPLAY_CHUNK),
+            ).fetchall()
+        return [
+            (event_id, order_key(user, anonymous), body) for event_id, user, anonymous, body in rows
+        ]
+
+    def requeue(
+        self, conn: sqlite3.Connection, name: str, chosen: Sequence[tuple[int, int]]
     ) -> int:
-        """Queue stored events for `name` again (see `Store.replay`), a chunk of events per
-        transaction: `begin()` opens one, `commit(conn)` ends it."""
-        queued = 0
-        after = -1
-        while True:
-            conn = begin()
+        """In one transaction on the writer: queue `(event_id, order_key)` for `name` unless
+        queued already, moving dead letters among them back; returns how many were queued."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             destination = self._id(conn, name, create=True)
             assert destination is not None
-            if failed_only:
-                candidates = conn.execute(
-                    "SELECT e.id, e.user_id, e.anonymous_id, e.body FROM outcomes AS o "
-                    "JOIN events AS e ON e.id = o.event_id WHERE o.destination = ? "
-                    "AND o.status = 'failed' AND o.event_id > ? "
-                    "AND (? IS NULL OR e.received_at >= ?) ORDER BY o.event_id LIMIT ?",
-                    (destination, after, since, since, REPLAY_CHUNK),
-                ).fetchall()
-            else:
-                candidates = conn.execute(
-                    "SELECT id, user_id, anonymous_id, body FROM events WHERE id > ? "
-                    "AND (? IS NULL OR received_at >= ?) ORDER BY id LIMIT ?",
-                    (after, since, since, REPLAY_CHUNK),
-                ).fetchall()
-            if not candidates:
-                commit(conn)
-                return queued
-            after = candidates[-1][0]
-            queued += self._requeue(conn, destination, candidates, selects, failed_only)
-            commit(conn)
-
-    def _requeue(
-        self,
-        conn: sqlite3.Connection,
-        destination: int,
-        candidates: Iterable[tuple[int, str | None, str | None, str]],
-        selects: Callable[[str], bool] | None,
-        failed_only: bool,
-    ) -> int:
-        ids = [c[0] for c in candidates]
-        live = {
-            event_id
-            for (event_id,) in conn.execute(
-                "SELECT j.event_id FROM json_each(?) AS c JOIN jobs AS j "
-                "ON j.destination = ? AND j.event_id = c.value",
-                (orjson.dumps(ids).decode(), destination),
-            )
-        }
-        values: list[int] = []
-        for event_id, user_id, anonymous_id, body in candidates:
-            if event_id in live:
-                continue
-            if not failed_only and selects is not None and not selects(body):
-                continue
-            values += (destination, event_id, order_key(user_id, anonymous_id))
-        if not values:
-            return 0
-        requeued = [values[i] for i in range(1, len(values), 3)]
-        (was_failed,) = conn.execute(
-            "SELECT count(*) FROM json_each(?) AS c JOIN outcomes AS o "
-            "ON o.event_id = c.value AND o.destination = ? AND o.status = 'failed'",
-            (orjson.dumps(requeued).decode(), destination),
-        ).fetchone()
-        conn.execute(
-            "DELETE FROM outcomes WHERE destination = ? AND status = 'failed' "
-            "AND event_id IN (SELECT value FROM json_each(?))",
-            (destination, orjson.dumps(requeued).decode()),
-        )
-        per_statement = JOB_ROWS_PER_STATEMENT * 3
-        for start in range(0, len(values), per_statement):
-            part = values[start : start + per_statement]
-            conn.execute(_insert_jobs_sql(len(part) // 3), part)
-        self._apply(conn, {destination: _Delta(pending=len(requeued), failed=-was_failed)})
-        return len(requeued)
+            ids = orjson.dumps([event_id for event_id, _ in chosen]).decode()
+            live = {
+                event_id
+                for (event_id,) in conn.execute(
+                    # IN, not a join: a join may walk the whole queue once per id.
+                    "SELECT event_id FROM jobs WHERE destination = ? "
+                    "AND event_id IN (SELECT value FROM json_each(?))",
+                    (destination, ids),
+                )
+            }
+            values: list[int] = []
+            for event_id, key in chosen:
+                if event_id not in live:
+                    values += (destination, event_id, key)
+            queued = len(values) // 3
+            if queued:
+                requeued = orjson.dumps(values[1::3]).decode()
+                (was_failed,) = conn.execute(
+                    "SELECT count(*) FROM outcomes WHERE destination = ? AND status = 'failed' "
+                    "AND event_id IN (SELECT value FROM json_each(?))",
+                    (destination, requeued),
+                ).fetchone()
+                conn.execute(
+                    "DELETE FROM outcomes WHERE destination = ? AND status = 'failed' "
+                    "AND event_id IN (SELECT value FROM json_each(?))",
+                    (destination, requeued),
+                )
+                per_statement = JOB_ROWS_PER_STATEMENT * 3
+                for start in range(0, len(values), per_statement):
+                    part = values[start : start + per_statement]
+                    conn.execute(_insert_jobs_sql(len(part) // 3), part)
+                self._apply(conn, {destination: _Delta(pending=queued, failed=-was_failed)})
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return queued
 
     def clear(self, conn: sqlite3.Connection) -> None:
         """Inside the caller's transaction: forget every job and outcome, zero the counts."""
