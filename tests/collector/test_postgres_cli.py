@@ -19,6 +19,7 @@ import pytest
 from tests.collector.conftest import Http, message
 from tests.collector.test_cli import Process
 from tests.reliability.test_postgres_faults import children, stop
+from tests.support.capture import CaptureServer
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,6 +47,19 @@ def test_what_sqlite_cannot_do_is_refused_with_one_line(
     assert done.returncode == code
     assert says in done.stderr
     assert done.stdout == ""
+
+
+def test_several_processes_refuse_a_file_destination(tmp_path: Path) -> None:
+    """A file destination is written by one process: `--processes 2` with one configured is
+    refused with one line, before any database is touched."""
+    config = tmp_path / "trackline.toml"
+    config.write_text('[[destination]]\nname = "Files"\nkind = "file"\npath = "out"\n')
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    done = run_cli(
+        "collector", "--port", "0", "--db", url, "--processes", "2", "--config", str(config)
+    )
+    assert done.returncode == 1
+    assert "a file destination is written by one process" in done.stderr
 
 
 class Stream:
@@ -147,5 +161,42 @@ def test_the_listening_line_hides_the_password(pg_url: str) -> None:
         line = process.first_line()
         assert "sekrit" not in line
         assert f"{parts.username}:***@" in line
+    finally:
+        stop(process)
+
+
+def test_processes_deliver_each_event_once(
+    pg_url: str, tmp_path: Path, capture: CaptureServer
+) -> None:
+    """Two processes on PostgreSQL, both running the routers of one Tracking API destination:
+    every event stored by either is delivered exactly once, and the destination's counts,
+    read from any process, say so."""
+    config = tmp_path / "trackline.toml"
+    config.write_text(
+        '[[destination]]\nname = "Forward"\nkind = "tracking-api"\n'
+        f'host = "{capture.url}"\nwrite_key = "forward-key"\n'
+    )
+    process = Process(
+        ["collector", "--port", "0", "--db", pg_url, "--processes", "2", "--config", str(config)]
+    )
+    try:
+        url = process.wait_listening()
+        deadline = time.monotonic() + 20
+        while len(children(process.proc.pid)) < 2 or Http(url).get("/healthz").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for start in range(0, 200, 10):
+            answer = Http(url).post(
+                "/v1/batch", {"batch": [message(n) for n in range(start, start + 10)]}
+            )
+            assert answer.json["accepted"] == 10
+        capture.wait_for_messages(200, timeout=30)
+        deadline = time.monotonic() + 10
+        while (counts := Http(url).get("/api/destinations").json[0])["delivered"] < 200:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.1)
+        time.sleep(0.5)  # anything delivered twice would have arrived by now
+        assert sorted(capture.delivered_ids()) == sorted(f"message-{n}" for n in range(200))
+        assert (counts["pending"], counts["retrying"], counts["failed"]) == (0, 0, 0)
     finally:
         stop(process)
