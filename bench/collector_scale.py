@@ -158,6 +158,7 @@ def measure(
         "processes": processes,
         "events_per_s": round(load["throughput"]),
         "refused": load["refused"],
+        "no_answer": load.get("no_answer", 0),
         "ack_p50_ms": round(load["ack_p50_ms"], 1),
         "ack_p99_ms": round(load["ack_p99_ms"], 1),
         "collector_cpu_per_100k": round(collector_cpu * per, 2),
@@ -204,10 +205,16 @@ def summary(results: list[dict[str, Any]]) -> str:
 
 def serve_sqlite(db: str, processes: int) -> None:
     """Several processes on one SQLite file, which the command line refuses (see above)."""
+    import logging
+    import signal
+
     from trackline.collector import server
     from trackline.collector.processes import Supervisor
+    from trackline.collector.settings import CollectorSettings
     from trackline.collector.store import open_store
 
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    settings = CollectorSettings(db)
     open_store(db).close()
     sock = server._listen("127.0.0.1", 0)
     print(f"trackline collector listening on {server._url(sock)}", flush=True)
@@ -215,8 +222,7 @@ def serve_sqlite(db: str, processes: int) -> None:
     def serve_one() -> None:
         store = open_store(db)
         try:
-            options = (10.0, 30.0, 5.0, (), None, (server.signal.SIGTERM,))
-            server._server(store, (), *options).run(sockets=[sock])
+            server._server(settings, store, (signal.SIGTERM,)).run(sockets=[sock])
         finally:
             store.close()
 

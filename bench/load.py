@@ -25,6 +25,9 @@ import orjson
 
 from bench.peers import EVENT, WRITE_KEY
 
+#: Seconds a request may wait for its answer before it is counted as not answered.
+ANSWER_SECONDS = 60.0
+
 
 def build_requests(host: str, events: int, batch: int) -> list[tuple[bytes, int]]:
     """`(raw HTTP request, events in it)` for `events` events in batches of `batch`."""
@@ -73,15 +76,24 @@ async def _connection(
             request, count = pending.popleft()
             sent = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            try:
+                async with asyncio.timeout(ANSWER_SECONDS):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    lines = head.decode("latin-1").split("\r\n")
+                    status = int(lines[0].split(" ", 2)[1])
+                    length = 0
+                    for line in lines[1:]:
+                        name, _, value = line.partition(":")
+                        if name.strip().lower() == "content-length":
+                            length = int(value)
+                    await reader.readexactly(length)
+            except TimeoutError:
+                # No answer: counted, and the connection is replaced (a run never hangs).
+                totals["refused"] += 1
+                totals["no_answer"] += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(*address)
+                continue
             latencies.append(time.perf_counter() - sent)
             if status == 200:
                 totals["events"] += count
@@ -111,6 +123,7 @@ async def run(url: str, connections: int, events: int, batch: int) -> dict[str, 
         "requests": requests,
         "refused": totals["refused"],
         "statuses": {k: v for k, v in totals.items() if k.startswith("status_")},
+        "no_answer": totals["no_answer"],
         "seconds": seconds,
         "throughput": totals["events"] / seconds,
         "connections": connections,

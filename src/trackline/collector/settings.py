@@ -143,7 +143,7 @@ class CollectorSettings:
                 "processes",
                 "needs a PostgreSQL database (--db postgresql://...): processes sharing one "
                 "SQLite file would not see each other's live events, and take turns for its "
-                "write lock (measured: a fifth to a third more CPU per event)",
+                "write lock (measured: no faster than one process)",
             )
 
     def policies(self) -> Policies:
