@@ -34,7 +34,7 @@ def test_a_batch_takes_the_front_messages_that_fit(
     buffer = MemoryBuffer(max_items=1000, max_bytes=10**9, flush_at=1)
     messages = [bytes([65 + index % 26]) * size for index, size in enumerate(sizes)]
     for message in messages:
-        assert buffer.put(message)
+        assert buffer.put(message) is None
     batch = buffer.take(max_items, max_bytes, wait=0.0)
     assert batch is not None
     expected = _expected_batch(sizes, max_items, max_bytes)

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from trackline.errors import DeliveryError
 from trackline.stats import Counters, DropReason
 
 
@@ -52,6 +53,11 @@ class Batch:
             yield from self.items[start:end]
 
 
+def closed() -> DeliveryError:
+    """The error of a message that came after `shutdown()`."""
+    return DeliveryError(DropReason.CLOSED, "the client was shut down")
+
+
 def _fitting(queue: collections.deque[bytes], max_items: int, max_bytes: int) -> int:
     """How many messages from the front make one batch: at least one, at most `max_items`,
     their sizes plus one separator each within `max_bytes`."""
@@ -82,6 +88,8 @@ class MemoryBuffer:
         self._taken = 0
         self._flush_target = 0
         self._in_flight: dict[int, Batch] = {}
+        #: No new message is queued once sealed; queued ones still go out.
+        self._sealed = False
         self._closed = False
 
     def reset_after_fork(self) -> None:
@@ -90,10 +98,11 @@ class MemoryBuffer:
 
     # -- calling threads ---------------------------------------------------------------------
 
-    def put(self, data: bytes, block_timeout: float | None = None) -> bool:
-        """Queue one message; False when it was dropped because the buffer stayed full.
+    def put(self, data: bytes, block_timeout: float | None = None) -> DeliveryError | None:
+        """Queue one message; the reason it was dropped instead (buffer full, or sealed).
 
-        The message counts as enqueued either way, and as dropped (`queue_full`) when False.
+        Decided under the lock, so a message is never queued after `seal()`: it counts as
+        enqueued either way, and as dropped when an error is returned.
         """
         size = len(data)
         # acquire/try/release costs a third less than `with` here, on every call; nothing
@@ -105,16 +114,23 @@ class MemoryBuffer:
             counters.enqueued += 1
             items = self._items
             full = len(items) >= self._max_items or self._bytes + size > self._max_bytes
-            if full and (block_timeout is None or not self._wait_for_room(size, block_timeout)):
-                counters.add_dropped(DropReason.QUEUE_FULL, 1)
-                return False
+            if self._sealed or (
+                full and (block_timeout is None or not self._wait_for_room(size, block_timeout))
+            ):
+                error = (
+                    closed()
+                    if self._sealed
+                    else DeliveryError(DropReason.QUEUE_FULL, "the buffer is full")
+                )
+                counters.add_dropped(error.reason, 1)
+                return error
             items.append(data)
             self._bytes += size
             self._entered += 1
             counters.queued += 1
             if len(items) == self._flush_at:
                 self._ready.notify()
-            return True
+            return None
         finally:
             lock.release()
 
@@ -122,14 +138,21 @@ class MemoryBuffer:
         deadline = time.monotonic() + timeout
         while len(self._items) >= self._max_items or self._bytes + size > self._max_bytes:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self._sealed:
                 return False
             self._room.wait(remaining)
         return True
 
-    def admit(self, data: bytes) -> Batch:
-        """Account one message sent on the calling thread (sync mode): in flight at once."""
+    def admit(self, data: bytes) -> Batch | None:
+        """Account one message sent on the calling thread (sync mode): in flight at once.
+
+        None once sealed: the message is counted as dropped (`closed`) instead.
+        """
         with self._lock:
+            if self._sealed:
+                self.counters.enqueued += 1
+                self.counters.add_dropped(DropReason.CLOSED, 1)
+                return None
             batch = Batch([data], self._entered, len(data) + 1)
             self._entered += 1
             self._taken += 1
@@ -266,10 +289,16 @@ class MemoryBuffer:
             return False
         return all(batch.first_seq >= target for batch in self._in_flight.values())
 
+    def seal(self) -> None:
+        """Refuse new messages from now on (`closed`); those queued still go out."""
+        with self._lock:
+            self._sealed = True
+            self._room.notify_all()
+
     def close(self) -> None:
         """Stop handing out batches and wake every waiting thread."""
         with self._lock:
-            self._closed = True
+            self._sealed = self._closed = True
             self._ready.notify_all()
             self._room.notify_all()
             self._progress.notify_all()

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from trackline import messages
-from trackline.buffer import MemoryBuffer
+from trackline.buffer import MemoryBuffer, closed
 from trackline.config import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_SPOOL_BYTES,
@@ -326,44 +326,42 @@ class Client:
 
     def _enqueue(self, message_id: str, data: bytes) -> str | None:
         if self._accepting:
-            if self._buffer.put(data, self._block_timeout):
+            error = self._buffer.put(data, self._block_timeout)
+            if error is None:
                 return message_id
-            self._queue_full(data)
+            self._reporter.dropped(error, [data], 1)
             return None
         if self._closed:
-            self._drop_now(data, DropReason.CLOSED, "the client was shut down")
+            self._buffer.count_dropped(DropReason.CLOSED)
+            self._reporter.dropped(closed(), [data], 1)
             return None
         config = self.config
         if not config.send:
             self._buffer.count_dropped(DropReason.SEND_DISABLED)
             return message_id
         if config.sync:
-            return message_id if self._delivery.deliver(self._buffer.admit(data)) else None
+            batch = self._buffer.admit(data)
+            if batch is None:
+                self._reporter.dropped(closed(), [data], 1)
+                return None
+            return message_id if self._delivery.deliver(batch) else None
         if not self._workers.started:
             self._workers.start()
             self._update_accepting()
-        if self._buffer.put(data, self._block_timeout):
+        error = self._buffer.put(data, self._block_timeout)
+        if error is None:
             return message_id
-        self._queue_full(data)
+        self._reporter.dropped(error, [data], 1)
         return None
 
     def _update_accepting(self) -> None:
         """Whether a call may go straight to the buffer: open, sending in the background, and
-        the workers running. One flag read instead of four checks on every call."""
+        the workers running. One flag read instead of four checks on every call; the buffer
+        decides under its lock whether the message is still taken (`seal`)."""
         config = self.config
         self._accepting = (
             self._workers.started and not self._closed and config.send and not config.sync
         )
-
-    def _queue_full(self, data: bytes) -> None:
-        if self._spool is None:  # the spool reports its own drops, with their reason
-            self._reporter.dropped(
-                DeliveryError(DropReason.QUEUE_FULL, "the buffer is full"), [data], 1
-            )
-
-    def _drop_now(self, data: bytes, reason: DropReason, detail: str) -> None:
-        self._buffer.count_dropped(reason)
-        self._reporter.dropped(DeliveryError(reason, detail), [data], 1)
 
     # -- flush, shutdown, stats --------------------------------------------------------------
 
@@ -391,6 +389,8 @@ class Client:
                 return True
             self._closed = True
             self._accepting = False
+        # From here a call racing this one is dropped as `closed` by the buffer itself.
+        self._buffer.seal()
         wait = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         flushed = self.flush(wait)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from trackline.buffer import Batch, MemoryBuffer
+from trackline.buffer import Batch, MemoryBuffer, closed
 from trackline.config import Config
 from trackline.errors import DeliveryError
 from trackline.report import Reporter
@@ -96,8 +96,8 @@ class Spool(MemoryBuffer):
 
     # -- calling threads ---------------------------------------------------------------------
 
-    def put(self, data: bytes, block_timeout: float | None = None) -> bool:
-        """Commit one message to the spool; False when it was dropped (and reported).
+    def put(self, data: bytes, block_timeout: float | None = None) -> DeliveryError | None:
+        """Commit one message to the spool; the reason it was dropped instead.
 
         `block_timeout` is ignored: a full spool drops at once (`spool_full`).
         """
@@ -106,9 +106,9 @@ class Spool(MemoryBuffer):
         with self._lock:
             counters = self.counters
             counters.enqueued += 1
-            if self._released:
+            if self._sealed or self._released:
                 counters.add_dropped(DropReason.CLOSED, 1)
-                error = DeliveryError(DropReason.CLOSED, "the client was shut down")
+                error = closed()
             elif self._spooled_bytes + len(data) > self._max_spool_bytes:
                 counters.add_dropped(DropReason.SPOOL_FULL, 1)
                 error = DeliveryError(
@@ -122,22 +122,22 @@ class Spool(MemoryBuffer):
                 self._spooled_bytes += len(data)
                 counters.queued += 1
                 error = self._commit.add((ordinal, created, data))
-        if error is None:
-            if self._reports:
-                self._drain_reports()
-            return True
-        self._reporter.dropped(error, [data], 1)
-        self._drain_reports()
-        return False
+        if self._reports:
+            self._drain_reports()
+        return error
 
-    def admit(self, data: bytes) -> Batch:
+    def admit(self, data: bytes) -> Batch | None:
         """Sync mode: commit the message, then hand it back in flight for the caller to send.
 
         The row only lives for the call, so `max_spool_bytes` is not applied; if it cannot be
-        written the message is still sent, just not durably.
+        written the message is still sent, just not durably. None once sealed (`closed`).
         """
         created = time.time()
         with self._lock:
+            if self._sealed or self._released:
+                self.counters.enqueued += 1
+                self.counters.add_dropped(DropReason.CLOSED, 1)
+                return None
             row = (self._entered, created, data)
             self._entered += 1
             self.counters.enqueued += 1
