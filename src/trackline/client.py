@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from trackline import messages
-from trackline.buffer import MemoryBuffer, closed
+from trackline.buffer import Buffer, MemoryBuffer, closed
 from trackline.config import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_SPOOL_BYTES,
@@ -130,12 +130,11 @@ class Client:
             )
         )
         self._reporter = Reporter(config.on_error, config.on_success)
-        # Durable mode (`spool`) swaps the buffer for one on disk; see spool.py.
-        self._spool = Spool(config, self._reporter) if config.spool is not None else None
-        self._buffer: MemoryBuffer = (
+        # Durable mode (`spool`) keeps messages on disk instead; see trackline/spool/.
+        self._buffer: Buffer = (
             MemoryBuffer(config.max_queue_size, config.max_queue_bytes, config.flush_at)
-            if self._spool is None
-            else self._spool
+            if config.spool is None
+            else Spool(config, self._reporter)
         )
         self._lifecycle = threading.Lock()
         self._closed = False
@@ -155,9 +154,10 @@ class Client:
             self._stop,
             count=config.workers,
             interval=config.flush_interval,
+            flush_at=config.flush_at,
             name=f"trackline-{id(self):x}",
         )
-        if self._spool is not None and len(self._spool):
+        if len(self._buffer):
             self._workers.start()  # messages left in the spool by earlier processes go first
         self._update_accepting()
 
@@ -332,12 +332,12 @@ class Client:
             self._reporter.dropped(error, [data], 1)
             return None
         if self._closed:
-            self._buffer.count_dropped(DropReason.CLOSED)
+            self._buffer.counters.count_refused(DropReason.CLOSED)
             self._reporter.dropped(closed(), [data], 1)
             return None
         config = self.config
         if not config.send:
-            self._buffer.count_dropped(DropReason.SEND_DISABLED)
+            self._buffer.counters.count_refused(DropReason.SEND_DISABLED)
             return message_id
         if config.sync:
             batch = self._buffer.admit(data)

@@ -71,7 +71,7 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=_OPTIONS)
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Decode JSON text."""
     return orjson.loads(data)
 
@@ -134,20 +134,3 @@ def _find_problem(value: Any, path: str, depth: int) -> tuple[str | None, str, s
             "type",
         )
     return None, "", ""
-
-
-def envelope(items: list[bytes], sent_at: str) -> bytes:
-    """A `/v1/batch` request body around already-encoded messages: a byte join, no re-encode.
-
-    The head and tail go onto the first and last message so that the body is copied once,
-    by the join: a body is up to 500 KB gathered from messages spread over the heap, and each
-    further concatenation would copy all of it again.
-    """
-    head = b'{"batch":['
-    tail = b'],"sentAt":"' + sent_at.encode() + b'"}'
-    if not items:
-        return head + tail
-    parts = list(items)
-    parts[0] = head + parts[0]
-    parts[-1] = parts[-1] + tail
-    return b",".join(parts)

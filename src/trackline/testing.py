@@ -52,7 +52,7 @@ class Capture:
 
     # -- the Transport protocol --------------------------------------------------------------
 
-    def post(self, path: str, body: bytes) -> Response:
+    def post(self, path: str, body: bytes | bytearray) -> Response:
         """Record the messages of one request body (a batch or a single message)."""
         document = loads(body)
         batch = document.get("batch") if isinstance(document, dict) else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import typing
 import zlib
 from typing import Final, Protocol
 
@@ -39,8 +40,12 @@ class Response:
 class Transport(Protocol):
     """Sends one request body to a path of the API; thread safe."""
 
-    def post(self, path: str, body: bytes) -> Response:
-        """POST `body` (uncompressed JSON) to `path`, e.g. `/v1/batch`."""
+    def post(self, path: str, body: bytes | bytearray) -> Response:
+        """POST `body` (uncompressed JSON) to `path`, e.g. `/v1/batch`.
+
+        `body` is the caller's until the call returns, and changes after it (the next attempt
+        rewrites its `sentAt`): a transport that keeps it must copy it.
+        """
         ...
 
     def reset_after_fork(self) -> None:
@@ -52,7 +57,7 @@ class Transport(Protocol):
         ...
 
 
-def gzip_bytes(data: bytes) -> bytes:
+def gzip_bytes(data: bytes | bytearray) -> bytes:
     """Compress `data` in the gzip format.
 
     One zlib call, not a compressor's compress() and flush(): each call lets go of the GIL,
@@ -97,8 +102,9 @@ class HttpTransport:
             )
         return urllib3.PoolManager(maxsize=self._connections, retries=False, timeout=self._timeout)
 
-    def post(self, path: str, body: bytes) -> Response:
-        payload = gzip_bytes(body) if self._gzip else body
+    def post(self, path: str, body: bytes | bytearray) -> Response:
+        # urllib3 sends any buffer as it is (it takes a memoryview of it); its types name bytes.
+        payload = gzip_bytes(body) if self._gzip else typing.cast(bytes, body)
         try:
             answer = self._pool.request(
                 "POST",

@@ -15,14 +15,12 @@ import logging
 import threading
 import time
 
-from trackline.buffer import MemoryBuffer
+from trackline.batch import ENVELOPE_CHARS
+from trackline.buffer import Buffer
 from trackline.delivery import Delivery
 from trackline.encoding import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 
 logger = logging.getLogger(__name__)
-
-#: Room kept in a request body for the envelope around the messages (`{"batch":[...],...}`).
-ENVELOPE_BYTES = 64
 
 
 class Workers:
@@ -30,12 +28,13 @@ class Workers:
 
     def __init__(
         self,
-        buffer: MemoryBuffer,
+        buffer: Buffer,
         delivery: Delivery,
         stop: threading.Event,
         *,
         count: int,
         interval: float,
+        flush_at: int,
         name: str,
     ) -> None:
         self._buffer = buffer
@@ -43,6 +42,7 @@ class Workers:
         self._stop = stop
         self._count = count
         self._interval = interval
+        self._flush_at = flush_at
         self._name = name
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -77,12 +77,14 @@ class Workers:
 
     def _run(self) -> None:
         buffer = self._buffer
-        max_bytes = MAX_BATCH_BYTES - ENVELOPE_BYTES
+        # Sizes plus one separator each, the envelope around them: the request body's size.
+        max_bytes = MAX_BATCH_BYTES - ENVELOPE_CHARS
         while not self._stop.is_set():
             batch = buffer.take(MAX_BATCH_MESSAGES, max_bytes, self._interval)
             if batch is None:
                 continue
-            if len(self._threads) < self._count and buffer.backlogged():
+            # A full batch still waiting: one more request in flight would help.
+            if len(self._threads) < self._count and len(buffer) >= self._flush_at:
                 self._grow()
             try:
                 self._delivery.deliver(batch)

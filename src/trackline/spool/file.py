@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from trackline.spool_dir import FileLock
+from trackline.spool.ownership import FileLock
 
 #: Marks a SQLite file as a trackline spool ("TRKL").
 APPLICATION_ID: Final = 0x54524B4C
