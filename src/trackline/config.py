@@ -1,5 +1,8 @@
 """Every client option in one frozen dataclass: its default, its validation, its environment name.
 
+`Config`'s fields are the one place a default is written: `Client`'s signature and the retry
+policy take theirs from `default(...)`, and a test holds the README's table to them.
+
 The write key, the host and the spool directory may also come from the environment
 (`TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST`, `TRACKLINE_SPOOL`) so that deployments and the
 `trackline` command can point code elsewhere without editing it; an argument always wins.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import types
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
@@ -96,7 +100,22 @@ class Config:
             )
 
 
+#: Every option, in the order of `Config`'s fields.
 OPTION_NAMES: Final = tuple(field.name for field in dataclasses.fields(Config))
+#: Options a `None` argument takes from the environment (`TRACKLINE_*`) before the default.
+FROM_ENVIRONMENT: Final = frozenset({"write_key", "host", "spool"})
+_DEFAULTS: Final = types.MappingProxyType(
+    {
+        field.name: field.default
+        for field in dataclasses.fields(Config)
+        if field.default is not dataclasses.MISSING
+    }
+)
+
+
+def default(option: str) -> Any:
+    """The default value of `option`, as `Config` declares it."""
+    return _DEFAULTS[option]
 
 
 def resolve_write_key(write_key: str | None, environ: Mapping[str, str] | None = None) -> str:
