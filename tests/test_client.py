@@ -15,7 +15,7 @@ import pytest
 
 import trackline
 from tests.support.capture import CaptureServer, Reply
-from trackline.encoding import MAX_BATCH_BYTES
+from trackline.wire import MAX_BATCH_BYTES
 
 MakeClient = Callable[..., trackline.Client]
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05}

@@ -23,19 +23,11 @@ import itertools
 import operator
 from typing import Final
 
-HEAD: Final = b'{"batch":['
-_MIDDLE: Final = b'],"sentAt":"'
-_END: Final = b'"}'
-#: `sentAt` is always `YYYY-MM-DDTHH:MM:SS.mmmZ`, so it can be rewritten in place.
-SENT_AT_CHARS: Final = 24
-#: Bytes of a batch body around its messages.
-ENVELOPE_CHARS: Final = len(HEAD) + len(_MIDDLE) + SENT_AT_CHARS + len(_END)
-_NO_SENT_AT: Final = b"0" * SENT_AT_CHARS
+from trackline.wire import BATCH_END, BATCH_HEAD, BATCH_MIDDLE, TIMESTAMP_CHARS, envelope
 
-
-def envelope(joined: bytes | memoryview, sent_at: str) -> bytes:
-    """A `/v1/batch` request body around messages already joined by `,`."""
-    return b"".join((HEAD, joined, _MIDDLE, sent_at.encode(), _END))
+HEAD: Final = BATCH_HEAD
+_TAIL: Final = len(BATCH_END) + TIMESTAMP_CHARS
+_NO_SENT_AT: Final = b"0" * TIMESTAMP_CHARS
 
 
 class Batch:
@@ -73,7 +65,7 @@ class Batch:
         # once, by the join.
         parts = list(items)
         parts[0] = HEAD + parts[0]
-        parts[-1] = parts[-1] + _MIDDLE + stamp + _END
+        parts[-1] = parts[-1] + BATCH_MIDDLE + stamp + BATCH_END
         self._body = bytearray(b",").join(parts)
         self._ends = ends
         # Readers (a shutdown settling this batch meanwhile) look at the items first: they
@@ -104,15 +96,15 @@ class Batch:
         The body of the whole batch is the one it holds, valid until the next call.
         """
         stamp = sent_at.encode()
-        whole = start == 0 and end == len(self) and len(stamp) == SENT_AT_CHARS
+        whole = start == 0 and end == len(self) and len(stamp) == TIMESTAMP_CHARS
         if whole and self._items is not None:
             self._join(stamp)
             return self._body
         self._join(_NO_SENT_AT)
         body, ends = self._body, self._ends
         if whole:
-            cut = len(body) - SENT_AT_CHARS - len(_END)
-            body[cut : cut + SENT_AT_CHARS] = stamp
+            cut = len(body) - _TAIL
+            body[cut : cut + TIMESTAMP_CHARS] = stamp
             return body
         first = len(HEAD) if start == 0 else ends[start - 1] + 1
         with memoryview(body) as view:

@@ -27,6 +27,7 @@ from trackline.batch import Batch
 from trackline.errors import DeliveryError
 from trackline.ledger import Ledger
 from trackline.stats import Counters, DropReason
+from trackline.wire import batch_bytes
 
 
 class Buffer(Protocol):
@@ -121,8 +122,10 @@ def _fitting(queue: collections.deque[bytes], max_items: int, max_bytes: int) ->
     """How many messages from the front make one batch: at least one, at most `max_items`,
     their sizes plus one separator each within `max_bytes`."""
     ends = list(itertools.accumulate(map(len, itertools.islice(queue, max_items))))
-    # The batch up to message i takes ends[i] + i + 1 bytes, which grows with i.
-    fitting = bisect.bisect_right(range(len(ends)), max_bytes, key=lambda i: ends[i] + i + 1)
+    # What the batch up to message i takes grows with i.
+    fitting = bisect.bisect_right(
+        range(len(ends)), max_bytes, key=lambda i: batch_bytes(ends[i], i + 1)
+    )
     return max(fitting, 1)
 
 
@@ -221,7 +224,7 @@ class MemoryBuffer:
             # The calling threads wait on this lock, so the batch is cut with C-level loops.
             queue = self._items
             count = len(queue)
-            if count <= max_items and self._bytes + count <= max_bytes:
+            if count <= max_items and batch_bytes(self._bytes, count) <= max_bytes:
                 items = list(queue)
                 queue.clear()
                 self._bytes = 0

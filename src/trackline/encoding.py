@@ -1,4 +1,4 @@
-"""JSON encoding for the wire: one orjson call per message, the wire limits, and clear errors.
+"""JSON encoding for the wire: one orjson call per message, its size limit, and clear errors.
 
 This is the only module that knows how Python values become Tracking API JSON. orjson already
 writes datetime, date, time, UUID, Enum, dataclasses, tuples and numpy-free numbers natively;
@@ -17,14 +17,7 @@ from typing import Any, Final
 import orjson
 
 from trackline.errors import InvalidMessage, InvalidMessageType, MessageTooLarge
-
-#: Largest encoded message the Tracking API accepts (32 KB).
-MAX_MESSAGE_BYTES: Final = 32 * 1024
-#: Largest request body the client sends. Segment documents 500 KB; staying at 500,000 bytes
-#: keeps us under the limit whichever way a server counts a kilobyte.
-MAX_BATCH_BYTES: Final = 500_000
-#: Most messages one batch request may carry.
-MAX_BATCH_MESSAGES: Final = 2500
+from trackline.wire import MAX_MESSAGE_BYTES
 
 _OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 # A message is encoded with a trailing newline that a slice then cuts off: see encode_message.

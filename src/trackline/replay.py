@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from trackline.client import Client
 from trackline.errors import InvalidMessage, InvalidMessageType
-from trackline.messages import MESSAGE_TYPES
+from trackline.wire import MESSAGE_TYPES
 
 #: Python argument names of the message fields whose wire name differs.
 WIRE_NAMES: Final = {

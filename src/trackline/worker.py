@@ -15,10 +15,9 @@ import logging
 import threading
 import time
 
-from trackline.batch import ENVELOPE_CHARS
 from trackline.buffer import Buffer
 from trackline.delivery import Delivery
-from trackline.encoding import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
+from trackline.wire import BATCH_ROOM, MAX_BATCH_MESSAGES
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +76,8 @@ class Workers:
 
     def _run(self) -> None:
         buffer = self._buffer
-        # Sizes plus one separator each, the envelope around them: the request body's size.
-        max_bytes = MAX_BATCH_BYTES - ENVELOPE_CHARS
         while not self._stop.is_set():
-            batch = buffer.take(MAX_BATCH_MESSAGES, max_bytes, self._interval)
+            batch = buffer.take(MAX_BATCH_MESSAGES, BATCH_ROOM, self._interval)
             if batch is None:
                 continue
             # A full batch still waiting: one more request in flight would help.

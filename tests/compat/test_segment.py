@@ -245,17 +245,21 @@ def test_ids_may_be_numbers_and_message_ids_any_object(
     assert (sent["userId"], sent["groupId"], sent["messageId"]) == ("42", "7", str(mid))
 
 
-def test_a_naive_datetime_in_the_past_is_taken_as_utc(
+def test_timestamps_follow_tracklines_one_rule(
     make_segment_client: Any, capture: CaptureServer
 ) -> None:
-    """Historical imports with naive datetimes keep segment's reading (UTC); aware ones are
-    converted."""
+    """Aware datetimes are converted to UTC; a naive one is local time, as everywhere in
+    trackline (segment guessed: local within 5 s of now, else UTC); a string without an
+    offset is UTC, as on the wire."""
     client = make_segment_client(sync_mode=True)
-    client.track("u", "Old", timestamp=dt.datetime(2010, 1, 18, 12, 30))
     eastern = dt.timezone(dt.timedelta(hours=-5))
     client.track("u", "Aware", timestamp=dt.datetime(2010, 1, 18, 7, 30, tzinfo=eastern))
-    first, second = capture.delivered()
-    assert first["timestamp"] == second["timestamp"] == "2010-01-18T12:30:00.000Z"
+    naive = dt.datetime(2010, 1, 18, 12, 30)
+    client.track("u", "Naive", timestamp=naive)
+    client.track("u", "Text", timestamp="2010-01-18T12:30:00")
+    aware, local, text = capture.delivered()
+    assert aware["timestamp"] == text["timestamp"] == "2010-01-18T12:30:00.000Z"
+    assert local["timestamp"] == naive.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def test_values_json_cannot_hold_are_dropped_with_a_warning(

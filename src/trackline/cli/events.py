@@ -30,7 +30,7 @@ import urllib3
 
 from trackline.cli import _event_table
 from trackline.cli._common import fail, positive_seconds
-from trackline.messages import MESSAGE_TYPES
+from trackline.wire import MESSAGE_TYPES
 
 DEFAULT_COLLECTOR: Final = "http://127.0.0.1:8765"
 #: A live stream sends a keep-alive every 15 s; this long without a byte means it is gone.

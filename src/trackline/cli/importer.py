@@ -37,8 +37,8 @@ from trackline.cli._import_read import CONVERSIONS, CsvMapping, Line, read_csv, 
 from trackline.cli._progress import Progress, format_duration
 from trackline.client import Client
 from trackline.errors import ConfigError, MessageError
-from trackline.messages import MESSAGE_TYPES
 from trackline.replay import replay
+from trackline.wire import MESSAGE_TYPES
 
 EXIT_INTERRUPTED: Final = 130
 #: Bad lines reported one by one as they are met; the summary counts the rest.

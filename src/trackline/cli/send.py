@@ -27,9 +27,9 @@ from trackline.cli._common import (
 )
 from trackline.client import Client
 from trackline.errors import ConfigError, DeliveryError, MessageError
-from trackline.messages import MESSAGE_TYPES
 from trackline.replay import replay as replay_message
 from trackline.replay import wire_name
+from trackline.wire import MESSAGE_TYPES
 
 #: Options that belong to some message types only: option name -> the types it applies to.
 TYPE_OPTIONS: Final = {

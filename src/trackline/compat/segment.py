@@ -29,14 +29,13 @@ from trackline.compat._segment_values import (
     cleaned_payload,
     proxy_for,
     segment_errors,
-    segment_timestamp,
     stringify_id,
 )
 from trackline.config import resolve_host
-from trackline.encoding import MAX_BATCH_MESSAGES
 from trackline.errors import DeliveryError, InvalidMessageType
 from trackline.replay import replay
 from trackline.stats import Stats
+from trackline.wire import MAX_BATCH_MESSAGES
 
 Message = dict[str, Any]
 Result = tuple[bool, Message]
@@ -264,7 +263,7 @@ class Client:
     ) -> Result:
         """Build segment's message dict, send it through the engine, return `(ok, message)`."""
         with segment_errors():
-            when = messages.now_iso() if timestamp is None else segment_timestamp(timestamp)
+            when = messages.now_iso() if timestamp is None else messages.format_timestamp(timestamp)
             if not isinstance(context or {}, Mapping):
                 raise InvalidMessageType("context", "must be a mapping (dict)")
             msg: Message = {
