@@ -9,6 +9,7 @@ exit within its `shutdown_timeout`, and rebuilt empty in the child after `fork()
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import random
@@ -16,7 +17,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from trackline import messages
@@ -44,9 +45,20 @@ logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
-#: The transport every new client uses instead of HTTP, while `trackline.testing.Capture`
-#: captures what an application sends (`Capture.installed()`); None otherwise.
-transport_override: Transport | None = None
+#: The transport new clients use instead of HTTP, inside `new_clients_send_to`.
+_routed_to: Transport | None = None
+
+
+@contextlib.contextmanager
+def new_clients_send_to(transport: Transport) -> Iterator[None]:
+    """Every `Client` made in the block sends through `transport`, unless given its own: how
+    `trackline.testing.Capture.installed()` captures the clients an application makes."""
+    global _routed_to
+    saved, _routed_to = _routed_to, transport
+    try:
+        yield
+    finally:
+        _routed_to = saved
 
 
 class Client:
@@ -118,7 +130,7 @@ class Client:
         self._block_timeout = config.block_timeout if config.queue_full == "block" else None
         self._transport: Transport = (
             transport
-            or transport_override
+            or _routed_to
             or HttpTransport(
                 config.host,
                 config.write_key,

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from trackline import messages
+from trackline import _default, messages
 from trackline.client import Client as _Engine
 from trackline.compat._segment_values import (
     cleaned_payload,
@@ -351,6 +351,18 @@ def _default_client() -> Client:
                 upload_interval=upload_interval,
             )
         return default_client
+
+
+def swap_default_client(client: Client | None) -> Client | None:
+    """Make `client` the default client (None: made from the settings on next use); returns
+    the one it replaced. For test helpers (`trackline.testing.Capture.installed()`)."""
+    global default_client
+    with _lock:
+        old, default_client = default_client, client
+    return old
+
+
+_default.register_compat_default(__name__, swap_default_client)
 
 
 def track(*args: Any, **kwargs: Any) -> Result:

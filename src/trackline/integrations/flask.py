@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from trackline.integrations import from_settings
+from trackline.integrations import configure_default_client, read_settings
 from trackline.integrations.wsgi import TracklineMiddleware
 
 
@@ -35,6 +35,8 @@ class Trackline:
         """Read the app's `TRACKLINE_*` config and wrap its WSGI app; once per app."""
         if "trackline" in app.extensions:
             return
-        options = from_settings(app.config.get)
+        found = read_settings(app.config.get)
+        configure_default_client(found.client)
+        options = found.request
         app.wsgi_app = TracklineMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
         app.extensions["trackline"] = self
