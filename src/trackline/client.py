@@ -13,12 +13,13 @@ import contextlib
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import types
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from trackline import messages
 from trackline.buffer import Buffer, MemoryBuffer, closed
@@ -44,6 +45,10 @@ from trackline.worker import Workers
 logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+#: Seconds an async flush waits on a thread at a time: a cancelled await leaves no thread
+#: waiting for longer.
+_ASYNC_SLICE: Final = 0.25
 
 #: The transport new clients use instead of HTTP, inside `new_clients_send_to`.
 _routed_to: Transport | None = None
@@ -350,7 +355,7 @@ class Client:
         if not config.send:
             self._buffer.counters.count_refused(DropReason.SEND_DISABLED)
             return message_id
-        if config.sync:
+        if config.sync and not _in_event_loop():
             batch = self._buffer.admit(data)
             if batch is None:
                 self._reporter.dropped(closed(), [data], 1)
@@ -361,6 +366,10 @@ class Client:
             self._update_accepting()
         error = self._buffer.put(data, self._block_timeout)
         if error is None:
+            if config.sync:
+                # On an event loop's thread a send would block the loop: a worker sends it
+                # now instead, and `await flush_async()` waits for the answer.
+                self._buffer.request_flush()
             return message_id
         self._reporter.dropped(error, [data], 1)
         return None
@@ -431,8 +440,40 @@ class Client:
         """
         return self._buffer.counters.snapshot()
 
+    async def flush_async(self, timeout: float | None = None) -> bool:
+        """`flush()` for coroutines: the same promise, awaited without blocking the event loop
+        (the wait happens on a thread of the loop's executor, a slice at a time)."""
+        import asyncio
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = self._buffer.request_flush()
+        while True:
+            now = time.monotonic()
+            until = now + _ASYNC_SLICE if deadline is None else min(deadline, now + _ASYNC_SLICE)
+            if await asyncio.to_thread(self._buffer.wait_flushed, target, until):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    async def shutdown_async(self, timeout: float | None = None) -> bool:
+        """`shutdown()` for coroutines, awaited without blocking the event loop."""
+        import asyncio
+
+        return await asyncio.to_thread(self.shutdown, timeout)
+
     def __enter__(self) -> Client:
         return self
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        await self.shutdown_async()
 
     def __exit__(
         self,
@@ -452,6 +493,18 @@ class Client:
         self._transport.reset_after_fork()
         self._lifecycle = threading.Lock()
         self._setup_runtime()
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop (without importing asyncio)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _after_fork_in_child() -> None:

@@ -67,6 +67,9 @@ class CaptureServer:
         self.default = Reply()
         self._lock = threading.Condition()
         self._closing = threading.Event()
+        #: Answers wait while it is clear: a test holds them to see what goes on meanwhile.
+        self.gate = threading.Event()
+        self.gate.set()
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.owner = self
         # A short poll lets close() return at once instead of after serve_forever's 0.5 s poll.
@@ -88,6 +91,7 @@ class CaptureServer:
 
     def close(self) -> None:
         self._closing.set()
+        self.gate.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -176,6 +180,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {key.lower(): value for key, value in self.headers.items()}
         status = reply.status if reply.action == "answer" else None
         owner.record(Captured(self.path, headers, raw, body, time.monotonic(), status))
+        owner.gate.wait(30)
         if reply.delay:
             time.sleep(reply.delay)
         if reply.action == "hang":
