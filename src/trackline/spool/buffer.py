@@ -74,8 +74,10 @@ class Spool:
         #: Message bytes held, from the call to the settling (what `max_spool_bytes` bounds).
         self._spooled_bytes = 0
         self._held = HeldParts(self._pause)
-        #: Drops found with the lock held, reported once it is not.
+        #: Drops and warnings found with the lock held, told once it is not: a log handler
+        #: may do I/O, which must not happen under the lock (under gevent it may switch).
         self._reports: list[tuple[DeliveryError, list[bytes], int]] = []
+        self._warnings: list[tuple[str, str, tuple[object, ...]]] = []
         self._sealed = False
         self._closed = False
         #: Shut down: the files are handed over to the next process.
@@ -134,7 +136,7 @@ class Spool:
                 self._spooled_bytes += len(data)
                 counters.queued += 1
                 error = self._commit.add((ordinal, created, data))
-        if self._reports:
+        if self._reports or self._warnings:
             self._report()
         return error
 
@@ -194,15 +196,16 @@ class Spool:
             if file.lost or self._released:
                 return
             if not is_corrupt(exc):
-                self._reporter.warn("spool_read", "cannot read spool file %s: %s", file.path, exc)
                 self._ready.wait(wait)
-                return
-            # Once no write is under way, nobody reads or writes the file again; the commit
-            # written here moves it aside and counts what it held.
-            self._commit.wait_idle()
-            self._files.drop(file)
-            self._commit.retire(file, damaged=True)
-            self._commit.write_pending()
+                warning = ("spool_read", "cannot read spool file %s: %s", (file.path, exc))
+                self._warnings.append(warning)
+            else:
+                # Once no write is under way, nobody reads or writes the file again; the
+                # commit written here moves it aside and counts what it held.
+                self._commit.wait_idle()
+                self._files.drop(file)
+                self._commit.retire(file, damaged=True)
+                self._commit.write_pending()
         self._report()
 
     def settle(
@@ -303,9 +306,12 @@ class Spool:
         return self._queued_rows + len(self._held)
 
     def _report(self) -> None:
-        """Report the drops found while the lock was held, now that it is not."""
+        """Tell the drops and warnings found while the lock was held, now that it is not."""
         with self._lock:
             reports, self._reports = self._reports, []
+            warnings, self._warnings = self._warnings, []
+        for key, message, args in warnings:
+            self._reporter.warn(key, message, *args)
         for error, items, count in reports:
             self._reporter.dropped(error, items, count)
 
@@ -353,9 +359,8 @@ class Spool:
         file.lost = True
         self._files.drop(file)
         count = self._count_lost(file)
-        logger.warning(
-            "spool file %s is damaged; moved it to %s; %d message(s) lost", file.path, target, count
-        )
+        detail = "spool file %s is damaged; moved it to %s; %d message(s) lost"
+        self._warnings.append((f"spool_damaged {file.path}", detail, (file.path, target, count)))
         if count:
             error = DeliveryError(DropReason.STORE_CORRUPT, f"spool file moved to {target}")
             self._reports.append((error, [], count))
