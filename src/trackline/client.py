@@ -18,7 +18,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, Literal
 
 from trackline import messages
@@ -495,6 +495,19 @@ class Client:
         self._setup_runtime()
 
 
+def live_clients() -> list[Client]:
+    """Every client not yet shut down, in this process."""
+    return list(_live_clients)
+
+
+def flush_clients(clients: Iterable[Client], timeout: float | None) -> bool:
+    """Flush several clients within one deadline: each is asked first, so that they all send
+    at once, then each is waited for with what is left of `timeout`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    targets = [(client, client._buffer.request_flush()) for client in clients]
+    return all(client._buffer.wait_flushed(target, deadline) for client, target in targets)
+
+
 def _in_event_loop() -> bool:
     """Whether this thread is running an asyncio event loop (without importing asyncio)."""
     asyncio = sys.modules.get("asyncio")
@@ -514,7 +527,7 @@ def _after_fork_in_child() -> None:
 
 def _shutdown_all_at_exit() -> None:
     """At interpreter exit, flush every live client within its own `shutdown_timeout`."""
-    clients = list(_live_clients)
+    clients = live_clients()
     for client in clients:
         client._buffer.request_flush()
     for client in clients:
