@@ -115,6 +115,11 @@ class Client:
         self.gzip = gzip
         self.timeout = timeout
         self.proxies = proxies
+        self.max_queue_size = max_queue_size
+        self.max_retries = max_retries
+        self.upload_size = upload_size
+        self.upload_interval = upload_interval
+        self.thread = thread
         options: dict[str, Any] = {}
         if max_total_backoff_duration:
             options["delivery_timeout"] = max_total_backoff_duration
@@ -396,10 +401,9 @@ def screen(*args: Any, **kwargs: Any) -> Result:
 
 
 def flush() -> None:
-    """Flush the default client (nothing to do before the first call)."""
-    client = default_client
-    if client is not None:
-        client.flush()
+    """Flush the default client, made from the settings first if no call made it yet (as
+    segment does: `default_client` then reads back what was set)."""
+    _default_client().flush()
 
 
 def join() -> None:
