@@ -39,6 +39,7 @@ from trackline.messages import Timestamp
 from trackline.report import Reporter
 from trackline.spool import Spool
 from trackline.stats import DropReason, Stats
+from trackline.tracing import Scope, scope_with_trace_ids
 from trackline.transport import HttpTransport, Transport
 from trackline.worker import Workers
 
@@ -102,6 +103,7 @@ class Client:
         max_spool_bytes: int = default("max_spool_bytes"),
         max_age: float = default("max_age"),
         spool_synchronous: Literal["normal", "full"] = default("spool_synchronous"),
+        trace_ids: bool = default("trace_ids"),
         transport: Transport | None = None,
     ) -> None:
         self.config = Config(
@@ -130,8 +132,12 @@ class Client:
             max_spool_bytes=max_spool_bytes,
             max_age=max_age,
             spool_synchronous=spool_synchronous,
+            trace_ids=trace_ids,
         )
         config = self.config
+        # The context every call starts from: the scope's (a web request's), and with
+        # `trace_ids` the active OpenTelemetry span's ids under it.
+        self._scope: Scope = scope_with_trace_ids() if config.trace_ids else current_context
         self._block_timeout = config.block_timeout if config.queue_full == "block" else None
         self._transport: Transport = (
             transport
@@ -200,7 +206,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -226,7 +232,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -253,7 +259,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -280,7 +286,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -306,7 +312,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -334,7 +340,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 

@@ -63,6 +63,7 @@ class Config:
     max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES
     max_age: float = DEFAULT_MAX_AGE
     spool_synchronous: Literal["normal", "full"] = "normal"
+    trace_ids: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.write_key, str) or not self.write_key:
@@ -82,7 +83,7 @@ class Config:
         _int_in_range(self.flush_at, "flush_at", 1, 2500)
         _int_in_range(self.workers, "workers", 1, 64)
         _int_in_range(self.max_retries, "max_retries", 0, 1000)
-        for name in ("gzip", "sync", "send"):
+        for name in ("gzip", "sync", "send", "trace_ids"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, "must be True or False")
         if self.queue_full not in ("drop", "block"):
