@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +25,7 @@ from starlette.routing import Route
 import trackline
 from tests.integrations.serving import fetch, serve_asgi
 from tests.support.capture import CaptureServer
+from tests.test_readme import python_blocks
 
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05}
 
@@ -121,3 +125,23 @@ def test_async_with_shuts_down_without_blocking_the_loop(
     assert result["delivered"] == 1
     assert "closed" in result["closed"]
     assert capture.delivered_ids() == [result["id"]]
+
+
+def test_the_readme_asyncio_example_runs_as_written(capture: CaptureServer) -> None:
+    """The README's asyncio functions deliver what they track."""
+    [block] = python_blocks("asyncio")
+    script = block + (
+        "import asyncio\n"
+        "client = trackline.Client('k')\n"
+        "assert asyncio.run(checkout(client)) is True\n"
+        "asyncio.run(report())\n"
+    )
+    env = {**os.environ, "TRACKLINE_HOST": capture.url}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(m["event"] for m in capture.delivered()) == [
+        "Order Completed",
+        "Report Generated",
+    ]
