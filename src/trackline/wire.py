@@ -19,8 +19,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Final
 
-#: Every message type of the Spec, in the order the docs list them.
-MESSAGE_TYPES: Final = ("identify", "track", "page", "screen", "group", "alias")
+#: Every message type of the Spec, in the order the docs list them (for help texts).
+TYPES_IN_ORDER: Final = ("identify", "track", "page", "screen", "group", "alias")
+#: The same types, for membership and set arithmetic.
+MESSAGE_TYPES: Final = frozenset(TYPES_IN_ORDER)
 
 #: Largest encoded message the Tracking API accepts (32 KB).
 MAX_MESSAGE_BYTES: Final = 32 * 1024
