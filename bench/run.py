@@ -302,13 +302,21 @@ README_START: Final = "<!-- bench: the latest table, written by python -m bench.
 README_END: Final = "<!-- bench: end of the table -->"
 
 
+#: The pages that show the latest table between the two markers: the README's headline numbers
+#: and the documentation's Performance page.
+TABLE_PAGES: Final = ("README.md", "docs/performance.md")
+
+
 def update_readme(summary: str) -> None:
-    """Put `summary` between the README's two bench markers."""
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start = text.index(README_START) + len(README_START)
-    end = text.index(README_END)
-    readme.write_text(f"{text[:start]}\n{summary}\n{text[end:]}", encoding="utf-8")
+    """Put `summary` between the two bench markers of every page that shows the table."""
+    for name in TABLE_PAGES:
+        page = ROOT / name
+        text = page.read_text(encoding="utf-8")
+        if README_START not in text:
+            continue
+        start = text.index(README_START) + len(README_START)
+        end = text.index(README_END)
+        page.write_text(f"{text[:start]}\n{summary}\n{text[end:]}", encoding="utf-8")
 
 
 def _options(options: dict[str, Any]) -> str:
@@ -341,7 +349,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100, help="collector load batch size")
     parser.add_argument("--quick", action="store_true", help="20k events, one repetition")
     parser.add_argument("--out", default=str(RESULTS / "latest.md"))
-    parser.add_argument("--readme", action="store_true", help="also update README's table")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="also update the table in README.md and docs/performance.md",
+    )
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.quick:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+from tests.support import docs_examples
 from trackline.collector import serve
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -49,7 +50,23 @@ def run_shell(script: str, cwd: pathlib.Path, host: str) -> subprocess.Completed
 def test_the_command_examples_run_as_written(tmp_path: pathlib.Path) -> None:
     """send prints five ids, import delivers both files (the second pass over standard input
     is deduplicated), and events lists what the collector stored."""
-    blocks = shell_blocks()
+    assert_the_commands_work(shell_blocks(), tmp_path)
+
+
+def test_the_command_pages_run_as_written(tmp_path: pathlib.Path) -> None:
+    """The same commands on the docs' command-line and historical import pages."""
+    line = docs_examples.shell_blocks("guides/command-line.md")
+    imports = docs_examples.shell_blocks("guides/historical-import.md")
+    blocks = {
+        "Send one message": line[0],
+        "Import historical events": "\n".join(imports),
+        "Look at what a collector stored": line[1],
+    }
+    assert_the_commands_work(blocks, tmp_path)
+
+
+def assert_the_commands_work(blocks: dict[str, str], tmp_path: pathlib.Path) -> None:
+    """Run the send, import and events examples in turn against one fresh collector."""
     with serve(tmp_path / "readme.sqlite3") as collector:
         sent = run_shell(blocks["Send one message"], tmp_path, collector.url)
         assert sent.returncode == 0, sent.stderr

@@ -7,7 +7,9 @@ import pathlib
 import re
 import subprocess
 import sys
+from typing import Any
 
+from tests.support import docs_examples
 from tests.support.capture import CaptureServer
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -21,9 +23,28 @@ def python_blocks(section: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", match.group(1), re.S)
 
 
+def run_example(source: str) -> dict[str, Any]:
+    """Run one example in a fresh namespace; returns what it defined."""
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(source, "README.md", "exec"), namespace)
+    return namespace
+
+
 def test_quick_start_runs_as_written(capture: CaptureServer) -> None:
     """The quick start and per-call option examples deliver their events, nothing raises."""
-    blocks = python_blocks("Quick start")
+    assert_delivers_the_quick_start(python_blocks("Quick start"), capture)
+
+
+def test_sending_events_page_runs_as_written(capture: CaptureServer) -> None:
+    """The docs' Sending events page delivers the same events as the README's quick start."""
+    assert_delivers_the_quick_start(
+        docs_examples.python_blocks("guides/sending-events.md"), capture
+    )
+
+
+def assert_delivers_the_quick_start(blocks: list[str], capture: CaptureServer) -> None:
+    """The blocks that need no local collector, run as one script, deliver the six calls
+    and the three per-call option examples to `capture`."""
     runnable = [block for block in blocks if "127.0.0.1:8765" not in block]
     assert len(runnable) >= 2
     script = "\n".join(runnable)

@@ -8,6 +8,10 @@ the messages it builds, under the call's own `context`, which wins key by key.
 with trackline.context(ip="12.212.12.49", userAgent="Mozilla/5.0"):
     trackline.track("019mr8mf4r", "Item Purchased")   # carries context.ip and userAgent
 ```
+
+A scope can also name the anonymous id of the person it serves (the web integrations take it
+from analytics.js's `ajs_anonymous_id` cookie): calls made inside it without their own
+`anonymous_id` carry that one, so server and browser events of one visitor join up.
 """
 
 from __future__ import annotations
@@ -16,6 +20,17 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+
+class Scope(dict[str, Any]):
+    """The context in scope, and the anonymous id its calls carry when they name none."""
+
+    __slots__ = ("anonymous_id",)
+
+    def __init__(self, values: Mapping[str, Any], anonymous_id: str | None) -> None:
+        super().__init__(values)
+        self.anonymous_id = anonymous_id
+
 
 _current: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "trackline_context", default=None
@@ -31,13 +46,20 @@ current: Callable[[], Mapping[str, Any] | None] = _current.get
 Token = contextvars.Token[Mapping[str, Any] | None]
 
 
-def enter(values: Mapping[str, Any]) -> Token:
-    """Add `values` to the context in scope until `leave(token)`.
+def enter(values: Mapping[str, Any], anonymous_id: str | None = None) -> Token:
+    """Add `values` to the context in scope until `leave(token)`; with `anonymous_id` (or
+    `values` a `Scope` naming one), calls that name none carry it, else the outer scope's.
 
     For scopes that a `with` block cannot span, such as a WSGI response body that the server
     iterates after the application returned.
     """
-    return _current.set({**(_current.get() or {}), **values})
+    outer = _current.get()
+    if anonymous_id is None and isinstance(values, Scope):
+        anonymous_id = values.anonymous_id
+    if anonymous_id is None and isinstance(outer, Scope):
+        anonymous_id = outer.anonymous_id
+    merged = {**(outer or {}), **values}
+    return _current.set(merged if anonymous_id is None else Scope(merged, anonymous_id))
 
 
 def leave(token: Token) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from trackline import wire
 from trackline._version import __version__
+from trackline.context import Scope
 from trackline.encoding import encode_message
 from trackline.errors import InvalidMessage, InvalidMessageType
 from trackline.wire import MAX_MESSAGE_ID_CHARS
@@ -187,10 +188,13 @@ def build(
     `fields` holds wire keys already checked by the caller (event, name, traits...), without
     `None` values: the `*_fields` functions below make it. `base_context` is context that
     applies to every call in scope (a web request's ip and user agent, for example); the call's
-    own `context` wins key by key.
+    own `context` wins key by key. A scope that names an anonymous id (a `Scope`) gives it to
+    a call that names none.
     """
     uid = user_id if user_id.__class__ is str and user_id else _identifier(user_id, "user_id")
     anon = None if anonymous_id is None else _identifier(anonymous_id, "anonymous_id")
+    if anon is None and isinstance(base_context, Scope):
+        anon = base_context.anonymous_id
     if uid is None and anon is None:
         raise InvalidMessage("user_id", "either user_id or anonymous_id is required")
     mid = _next_id() if message_id is None else _message_id(message_id)

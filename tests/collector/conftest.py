@@ -4,6 +4,7 @@ an HTTP helper that speaks to it, and the shared spec examples."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import gzip as gzip_module
 import json
@@ -104,13 +105,22 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningColle
         yield running
 
 
+@contextlib.contextmanager
+def emptied(collector: RunningCollector) -> Iterator[Http]:
+    """A client of `collector`, whose store is emptied first."""
+    client = Http(collector.url)
+    assert client.request("DELETE", "/api/events").status == 200
+    try:
+        yield client
+    finally:
+        client.pool.clear()
+
+
 @pytest.fixture
 def http(collector: RunningCollector) -> Iterator[Http]:
     """A client of the shared collector, whose store starts empty."""
-    client = Http(collector.url)
-    assert client.request("DELETE", "/api/events").status == 200
-    yield client
-    client.pool.clear()
+    with emptied(collector) as client:
+        yield client
 
 
 def stored_ids(path: Path) -> set[str]:

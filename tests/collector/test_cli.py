@@ -211,3 +211,45 @@ def test_refuses_an_open_bind_without_write_keys(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert b"write key" in proc.stderr
     assert not (tmp_path / "trackline.sqlite3").exists()
+
+
+def test_browser_options_serve_analytics_js_and_answer_preflights(
+    processes: list[Process], tmp_path: Path
+) -> None:
+    """`--analytics-js FILE` serves the file; `--allow-origin` opens ingest to that origin."""
+    library = tmp_path / "analytics.js"
+    library.write_text("window.ok = 1;")
+    process = launch(
+        processes,
+        tmp_path / "events.sqlite3",
+        "--allow-origin",
+        "http://localhost:3000",
+        "--analytics-js",
+        str(library),
+    )
+    http = Http(process.wait_listening())
+    assert http.get("/analytics.js/v1/any/analytics.min.js").body == b"window.ok = 1;"
+    headers = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
+    answer = http.request("OPTIONS", "/v1/t", headers=headers)
+    assert answer.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--allow-origin", "localhost:3000", b"not an origin"),
+        ("--analytics-js", "missing.js", b"missing.js"),
+    ],
+)
+def test_wrong_browser_options_exit_1_saying_why(
+    tmp_path: Path, option: str, value: str, problem: bytes
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackline", "collector", "--port", "0", option, value],
+        capture_output=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert proc.returncode == 1
+    assert problem in proc.stderr

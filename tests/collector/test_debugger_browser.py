@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 import trackline
 from tests.collector.conftest import Http
+from tests.support.chromium import chromium
 from trackline.collector import RunningCollector
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 INJECTION = "<img src=x onerror=alert(1)>"
 KEY = "web-frontend-2f9c71"
 
@@ -32,14 +30,8 @@ MakeClient = Callable[..., trackline.Client]
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One Chromium for the module; each test gets its own context (cookies, viewport)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run installs it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @dataclasses.dataclass
@@ -276,6 +268,38 @@ def test_clicking_a_row_shows_the_stored_message_as_json(
 
     page.keyboard.press("Escape")
     expect(detail).to_be_hidden()
+
+
+def test_detail_shows_a_browser_events_page_url_and_user_agent(
+    open_debugger: Callable[..., Debugger], http: Http
+) -> None:
+    """An event from analytics.js shows its `context.page.url` and `context.userAgent` in the
+    detail; a server event without them shows neither line."""
+    agent = "Mozilla/5.0 (X11; Linux x86_64) <b>Chrome</b>"
+    browser_event = {
+        "type": "page",
+        "name": "Pricing",
+        "anonymousId": "anon-1",
+        "writeKey": KEY,
+        "context": {"page": {"url": "http://shop.test/pricing?plan=pro"}, "userAgent": agent},
+    }
+    answer = http.request(
+        "POST", "/v1/p", json.dumps(browser_event).encode(), {"Content-Type": "text/plain"}
+    )
+    assert answer.status == 200
+    http.post("/v1/track", {"type": "track", "event": "Server Side", "userId": "u"}, key=KEY)
+    debugger = open_debugger()
+    page = debugger.page
+    expect(debugger.rows).to_have_count(2)
+    page.locator("#events .row", has_text="Pricing").click()
+    expect(page.locator("#detail-page")).to_have_text("http://shop.test/pricing?plan=pro")
+    expect(page.locator("#detail-page-label")).to_be_visible()
+    expect(page.locator("#detail-agent")).to_have_text(agent)
+    page.locator("#events .row", has_text="Server Side").click()
+    expect(page.locator("#detail-title")).to_have_text("Server Side")
+    expect(page.locator("#detail-page")).to_be_hidden()
+    expect(page.locator("#detail-page-label")).to_be_hidden()
+    expect(page.locator("#detail-agent")).to_be_hidden()
 
 
 def test_markup_in_values_is_shown_as_text_and_runs_nothing(

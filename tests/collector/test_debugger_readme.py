@@ -15,7 +15,20 @@ def test_screenshot_in_the_readme_exists() -> None:
     assert section, "README has no Debugger section"
     (image,) = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", section.group(1))
     assert image == "docs/debugger.png"
-    data = (ROOT / image).read_bytes()
+    assert_is_the_screenshot(ROOT / image)
+
+
+def test_the_debugger_page_shows_the_screenshot() -> None:
+    """The docs' debugger page shows the same image, which the screenshot script retakes."""
+    page = ROOT / "docs" / "collector" / "debugger.md"
+    (image,) = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", page.read_text(encoding="utf-8"))
+    assert (page.parent / image).resolve() == ROOT / "docs" / "debugger.png"
+    assert_is_the_screenshot(page.parent / image)
+
+
+def assert_is_the_screenshot(path: pathlib.Path) -> None:
+    """`path` is a 1280x720 PNG, the size scripts/debugger_screenshot.py takes."""
+    data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 720)

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+from tests.support import docs_examples
+
 README = pathlib.Path(__file__).resolve().parent.parent.parent / "README.md"
 
 
@@ -16,6 +18,17 @@ def test_in_process_example_runs() -> None:
     section = re.search(r"^## Collector\n(.*?)(?=^## )", text, re.S | re.M)
     assert section, "README has no Collector section"
     (block,) = re.findall(r"```python\n(.*?)```", section.group(1), re.S)
+    assert_serves_and_stores(block)
+
+
+def test_in_process_example_on_the_collector_page_runs() -> None:
+    """The docs' collector page shows the same `serve` example, with the same outcome."""
+    [block] = [b for b in docs_examples.python_blocks("collector/index.md") if "serve(" in b]
+    assert_serves_and_stores(block)
+
+
+def assert_serves_and_stores(block: str) -> None:
+    """`block` stores one event in a collector it serves, and prints the store's stats."""
     result = subprocess.run(
         [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=False
     )

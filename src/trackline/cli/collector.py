@@ -28,6 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and the collector only listens on loopback",
     )
     parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        dest="allow_origins",
+        help="let web pages at ORIGIN (http://localhost:3000) send events and read the "
+        "analytics.js settings from a browser (repeatable; * for any origin, with a warning)",
+    )
+    parser.add_argument(
+        "--analytics-js",
+        metavar="FILE",
+        help="serve FILE (analytics.js, e.g. from your node_modules) at "
+        "/analytics.js/v1/{writeKey}/analytics.min.js, and the chunks beside it",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=float,
         default=10.0,
@@ -87,9 +102,11 @@ def run(args: argparse.Namespace) -> int:
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
             fsync=args.fsync,
+            allow_origins=args.allow_origins,
+            analytics_js=args.analytics_js,
             on_ready=ready,
         )
-    except (OpenBindError, StorageError, OSError) as exc:
+    except (OpenBindError, StorageError, OSError, ValueError) as exc:
         print(f"trackline collector: {exc}", file=sys.stderr)
         return 1
     print("trackline collector stopped", flush=True)

@@ -58,8 +58,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "type", choices=TYPES_IN_ORDER, metavar="TYPE", help=" | ".join(TYPES_IN_ORDER)
     )
     add_destination_options(parser)
-    parser.add_argument("--user-id", metavar="ID")
-    parser.add_argument("--anonymous-id", metavar="ID")
+    parser.add_argument(
+        "--user-id", metavar="ID", help="the user's id (alias: the new id); this or --anonymous-id"
+    )
+    parser.add_argument(
+        "--anonymous-id", metavar="ID", help="an id for a user not known yet; this or --user-id"
+    )
     parser.add_argument("--event", help="track: the event name")
     parser.add_argument("--name", help="page, screen: the page or screen name")
     parser.add_argument("--category", help="page, screen: the category")

@@ -16,15 +16,18 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from trackline.collector import debugger
+from trackline.collector import browser, debugger
 from trackline.collector.access import WriteKeys, basic_auth_user, is_loopback
+from trackline.collector.cors import AllowedOrigins, CorsMiddleware
 from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
     MESSAGE_TYPES,
+    SHORT_TYPES,
     BodyReader,
     RequestRejected,
     format_timestamp,
@@ -147,18 +150,22 @@ class _Collector:
             ) from None
         return reader.finish()
 
-    async def ingest(self, request: Request, route_type: str | None) -> Response:
+    async def ingest(
+        self, request: Request, route_type: str | None, browser: bool = False
+    ) -> Response:
         """`POST /v1/batch` and `/v1/import` (`route_type` None), or a single-message route
-        (`/v1/track`, ...) whose type is `route_type`."""
+        (`/v1/track`, ...) whose type is `route_type`. `browser` marks analytics.js's routes
+        (`/v1/b`, `/v1/t`, ...), whose messages get the sender's address as `context.ip`
+        when they carry none."""
         if self._in_flight >= MAX_REQUESTS_IN_FLIGHT:
             return _error(503, "overloaded", "too many requests in progress", retry_after=True)
         self._in_flight += 1
         try:
-            return await self._ingest(request, route_type)
+            return await self._ingest(request, route_type, browser)
         finally:
             self._in_flight -= 1
 
-    async def _ingest(self, request: Request, route_type: str | None) -> Response:
+    async def _ingest(self, request: Request, route_type: str | None, browser: bool) -> Response:
         received_at = datetime.now(UTC)
         try:
             header = request.headers.get("authorization")
@@ -173,7 +180,8 @@ class _Collector:
             key = header_key if header_key is not None else envelope.write_key
             if key is None or not self.keys.accepts(key):
                 raise _unauthorized(key)
-            processed = process(envelope, source=key, received_at=received_at)
+            ip = request.client.host if browser and request.client else None
+            processed = process(envelope, source=key, received_at=received_at, ip=ip)
         except RequestRejected as exc:
             # A slow client is let go; an unread rest of a body refused for another reason is
             # discarded by the server (see server.py), so the client gets to read the answer.
@@ -338,12 +346,35 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal_error", "the collector failed; see its log")
 
 
+#: The ingest routes by path: the message type a single-message route implies (None for a
+#: batch), and whether it is one of analytics.js's short routes.
+INGEST_ROUTES: Final[dict[str, tuple[str | None, bool]]] = {
+    "/v1/batch": (None, False),
+    "/v1/import": (None, False),
+    **{f"/v1/{kind}": (kind, False) for kind in sorted(MESSAGE_TYPES)},
+    "/v1/b": (None, True),
+    **{f"/v1/{letter}": (kind, True) for letter, kind in sorted(SHORT_TYPES.items())},
+}
+
+
+def cross_origin_method(path: str) -> str | None:
+    """The method a path takes from pages at allowed origins: POST for ingest, GET for the
+    analytics.js settings; None for every other path (closed to other origins)."""
+    if path in INGEST_ROUTES:
+        return "POST"
+    if browser.is_settings_path(path):
+        return "GET"
+    return None
+
+
 def create_app(
     database: str | os.PathLike[str] | Store,
     *,
     write_keys: Iterable[str] = (),
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
 ) -> Starlette:
     """The collector as an ASGI app.
 
@@ -352,12 +383,22 @@ def create_app(
     otherwise); with none, any non-empty key may, and it is recorded as the source. A request
     body must arrive within `body_timeout` seconds (408 otherwise). A commit waits
     `lock_timeout` seconds for a lock held elsewhere before the request gets 503.
+
+    Pages at `allow_origins` (`"https://shop.example"`, or `"*"` for any) may send events and
+    read the analytics.js settings from a browser (CORS). `analytics_js` is a file served as
+    `/analytics.js/v1/{writeKey}/analytics.min.js` (see `browser.py`).
     """
+    origins = AllowedOrigins(allow_origins)
     collector = _Collector(database, write_keys, body_timeout, lock_timeout)
     routes = [
-        Route(f"/v1/{path}", functools.partial(collector.ingest, route_type=kind), methods=["POST"])
-        for path, kind in [("batch", None), ("import", None), *((t, t) for t in MESSAGE_TYPES)]
+        Route(
+            path,
+            functools.partial(collector.ingest, route_type=kind, browser=short),
+            methods=["POST"],
+        )
+        for path, (kind, short) in INGEST_ROUTES.items()
     ]
+    routes += browser.routes(collector.keys, analytics_js)
     routes += [
         Route("/api/events", collector.list_events, methods=["GET"]),
         Route("/api/events", collector.clear_events, methods=["DELETE"]),
@@ -368,6 +409,11 @@ def create_app(
         *debugger.routes(),
     ]
     handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=collector.lifespan)
+    app = Starlette(
+        routes=routes,
+        exception_handlers=handlers,
+        lifespan=collector.lifespan,
+        middleware=[Middleware(CorsMiddleware, origins=origins, method_of=cross_origin_method)],
+    )
     app.state.collector = collector
     return app

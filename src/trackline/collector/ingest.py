@@ -29,6 +29,8 @@ from trackline.wire import MESSAGE_TYPES as MESSAGE_TYPES
 from trackline.wire import format_timestamp as format_timestamp
 from trackline.wire import parse_timestamp as parse_timestamp
 
+#: analytics.js posts one message to `/v1/` + the first letter of its type.
+SHORT_TYPES: Final = {kind[0]: kind for kind in MESSAGE_TYPES}
 _OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
 _STRING_FIELDS: Final = (
     "userId",
@@ -318,9 +320,11 @@ class _Request:
     sent: str | None
     #: receivedAt - sentAt: the client's clock error, added to each message's own timestamp.
     skew: timedelta | None
+    #: The sender's address, for `context.ip` when the message has none.
+    ip: str | None
 
     @classmethod
-    def of(cls, envelope: Envelope, source: str, received_at: datetime) -> _Request:
+    def of(cls, envelope: Envelope, source: str, received_at: datetime, ip: str | None) -> _Request:
         sent_at = envelope.sent_at
         return cls(
             envelope,
@@ -329,6 +333,7 @@ class _Request:
             format_timestamp(received_at),
             None if sent_at is None else format_timestamp(sent_at),
             None if sent_at is None else received_at - sent_at,
+            ip,
         )
 
 
@@ -353,6 +358,10 @@ def _enrich(message: Any, request: _Request) -> Row:
         enriched["context"] = _merged(envelope.context, message.get("context"))
     if envelope.integrations:
         enriched["integrations"] = _merged(envelope.integrations, message.get("integrations"))
+    if request.ip is not None:
+        context = enriched.get("context") or {}
+        if not context.get("ip"):
+            enriched["context"] = {**context, "ip": request.ip}
     if original is None:
         stamp = request.received
     else:
@@ -393,9 +402,13 @@ def _enrich(message: Any, request: _Request) -> Row:
     )
 
 
-def process(envelope: Envelope, *, source: str, received_at: datetime) -> Processed:
-    """Validate and enrich every message of a request, keeping their order."""
-    request = _Request.of(envelope, source, received_at)
+def process(
+    envelope: Envelope, *, source: str, received_at: datetime, ip: str | None = None
+) -> Processed:
+    """Validate and enrich every message of a request, keeping their order. With `ip` (the
+    sender's address), a message whose `context` has no `ip` gets this one, as Segment does
+    for browser events."""
+    request = _Request.of(envelope, source, received_at, ip)
     rows: list[Row] = []
     rejections: list[Rejection] = []
     for index, message in enumerate(envelope.messages):

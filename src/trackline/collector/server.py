@@ -174,9 +174,16 @@ def _server(
     header_timeout: float,
     body_timeout: float,
     lock_timeout: float,
+    allow_origins: Iterable[str],
+    analytics_js: str | os.PathLike[str] | None,
 ) -> _Server:
     app = create_app(
-        storage, write_keys=write_keys, body_timeout=body_timeout, lock_timeout=lock_timeout
+        storage,
+        write_keys=write_keys,
+        body_timeout=body_timeout,
+        lock_timeout=lock_timeout,
+        allow_origins=allow_origins,
+        analytics_js=analytics_js,
     )
     config = uvicorn.Config(
         app,
@@ -226,19 +233,26 @@ def start(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
 ) -> RunningCollector:
     """Serve a collector on `host`:`port` from a background thread, ready when this returns.
 
     Raises `OpenBindError` for a non-loopback `host` without `write_keys`, `StorageError` when
-    the database cannot be used, and `OSError` when the address is taken.
+    the database cannot be used, `OSError` when the address is taken or `analytics_js` cannot
+    be read, and `ValueError` for an `allow_origins` entry that is not an origin. See
+    `create_app` for `allow_origins` and `analytics_js`.
     """
     keys = tuple(write_keys)
     check_bind(host, WriteKeys(keys))
     storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
     try:
+        # The app first: an option it refuses must not leave a socket listening.
+        server = _server(
+            storage, keys, header_timeout, body_timeout, lock_timeout, allow_origins, analytics_js
+        )
         sock = _listen(host, port)
         url = _url(sock)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="trackline-collector", daemon=True
         )
@@ -267,6 +281,8 @@ def serve(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
 ) -> Iterator[RunningCollector]:
     """`start` a collector for the duration of a `with` block, then stop it gracefully."""
     running = start(
@@ -278,6 +294,8 @@ def serve(
         body_timeout=body_timeout,
         lock_timeout=lock_timeout,
         fsync=fsync,
+        allow_origins=allow_origins,
+        analytics_js=analytics_js,
     )
     try:
         yield running
@@ -295,6 +313,8 @@ def run(
     body_timeout: float = 30.0,
     lock_timeout: float = 5.0,
     fsync: bool = False,
+    allow_origins: Iterable[str] = (),
+    analytics_js: str | os.PathLike[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve in the foreground until SIGINT/SIGTERM, then shut down gracefully: stop
@@ -304,8 +324,10 @@ def run(
     check_bind(host, WriteKeys(keys))
     storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
     try:
+        server = _server(
+            storage, keys, header_timeout, body_timeout, lock_timeout, allow_origins, analytics_js
+        )
         sock = _listen(host, port)
-        server = _server(storage, keys, header_timeout, body_timeout, lock_timeout)
         if on_ready is not None:
             on_ready(_url(sock))  # connections wait in the listen backlog until served
         server.run(sockets=[sock])

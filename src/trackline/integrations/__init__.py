@@ -43,6 +43,7 @@ class RequestOptions(TypedDict):
     trusted_proxies: tuple[str, ...]
     page_views: bool
     page_filter: PageFilter | None
+    browser_anonymous_id: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,9 +67,9 @@ class Settings:
 def read_settings(setting: SettingReader) -> Settings:
     """Read `TRACKLINE_*` settings (Django settings, Flask config); changes nothing.
 
-    The request options come from `TRACKLINE_TRUSTED_PROXIES`, `TRACKLINE_PAGE_VIEWS` and
-    `TRACKLINE_PAGE_FILTER` (a callable or its dotted path). A wrong value raises
-    `ConfigError` naming the setting.
+    The request options come from `TRACKLINE_TRUSTED_PROXIES`, `TRACKLINE_PAGE_VIEWS`,
+    `TRACKLINE_PAGE_FILTER` (a callable or its dotted path) and
+    `TRACKLINE_BROWSER_ANONYMOUS_ID`. A wrong value raises `ConfigError` naming the setting.
     """
     options = setting("TRACKLINE_OPTIONS", None)
     if options is not None and not isinstance(options, Mapping):
@@ -83,6 +84,11 @@ def read_settings(setting: SettingReader) -> Settings:
         page_filter = import_object(page_filter, "TRACKLINE_PAGE_FILTER")
     proxies = setting("TRACKLINE_TRUSTED_PROXIES", None) or ()
     page_views = setting("TRACKLINE_PAGE_VIEWS", False)
+    browser_anonymous_id = setting("TRACKLINE_BROWSER_ANONYMOUS_ID", True)
+    if not isinstance(browser_anonymous_id, bool):
+        raise ConfigError(
+            "TRACKLINE_BROWSER_ANONYMOUS_ID", f"must be True or False, not {browser_anonymous_id!r}"
+        )
     try:
         # Built here only to check the values and name the setting that is wrong.
         TrustedProxies(proxies)
@@ -90,7 +96,10 @@ def read_settings(setting: SettingReader) -> Settings:
     except ConfigError as error:
         raise ConfigError(f"TRACKLINE_{error.option.upper()}", error.problem) from None
     request = RequestOptions(
-        trusted_proxies=tuple(proxies), page_views=page_views, page_filter=page_filter
+        trusted_proxies=tuple(proxies),
+        page_views=page_views,
+        page_filter=page_filter,
+        browser_anonymous_id=browser_anonymous_id,
     )
     return Settings(client, request)
 
@@ -145,7 +154,9 @@ class Middleware(Generic[App]):
     the proxies in front of the app, whose `X-Forwarded-For`, `-Proto` and `-Host` headers are
     believed; none by default. `page_views`: make a `page` call per request that `page_filter`
     accepts (default filter: a successful GET answered with HTML). `client`: the client for
-    page calls (default: the default client, looked up at each call).
+    page calls (default: the default client, looked up at each call). `browser_anonymous_id`:
+    calls that name no anonymous id carry the one analytics.js keeps in the browser's
+    `ajs_anonymous_id` cookie (default True), so server and browser events join up.
     """
 
     def __init__(
@@ -156,7 +167,13 @@ class Middleware(Generic[App]):
         page_views: bool = False,
         page_filter: PageFilter | None = None,
         client: Client | None = None,
+        browser_anonymous_id: bool = True,
     ) -> None:
+        if not isinstance(browser_anonymous_id, bool):
+            raise ConfigError(
+                "browser_anonymous_id", f"must be True or False, not {browser_anonymous_id!r}"
+            )
         self.app = app
         self._proxies = TrustedProxies(trusted_proxies)
         self._pages = PageViews(page_views, page_filter, client)
+        self._browser_anonymous_id = browser_anonymous_id

@@ -22,7 +22,7 @@ from typing import Any
 from trackline.context import enter, leave
 from trackline.integrations import Middleware
 from trackline.integrations.pages import PageView
-from trackline.integrations.request import from_scope, request_context
+from trackline.integrations.request import from_scope, request_scope
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,7 +34,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class TracklineMiddleware(Middleware[ASGIApp]):
     """Wrap an ASGI application so its requests give context to every trackline call.
 
-    Options (`trusted_proxies`, `page_views`, `page_filter`, `client`): see `Middleware`.
+    Options (`trusted_proxies`, `page_views`, `page_filter`, `client`,
+    `browser_anonymous_id`): see `Middleware`.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -42,7 +43,7 @@ class TracklineMiddleware(Middleware[ASGIApp]):
             await self.app(scope, receive, send)
             return
         request = from_scope(scope, self._proxies)
-        token = enter(request_context(request))
+        token = enter(request_scope(request, browser_anonymous_id=self._browser_anonymous_id))
         try:
             if not self._pages.enabled or scope["type"] != "http":
                 await self.app(scope, receive, send)

@@ -11,17 +11,31 @@ Trackline(app)            # or: tracking = Trackline(); ...; tracking.init_app(a
 
 Config keys, all optional: `TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST`, `TRACKLINE_OPTIONS` (a dict
 of `Client` options) initialise the default client; `TRACKLINE_TRUSTED_PROXIES`,
-`TRACKLINE_PAGE_VIEWS` and `TRACKLINE_PAGE_FILTER` work as in the WSGI middleware, which the
-extension puts around `app.wsgi_app` so that teardown handlers and streamed responses see the
-context too.
+`TRACKLINE_PAGE_VIEWS`, `TRACKLINE_PAGE_FILTER` and `TRACKLINE_BROWSER_ANONYMOUS_ID` work as in
+the WSGI middleware, which the extension puts around `app.wsgi_app` so that teardown handlers
+and streamed responses see the context too.
+
+Templates get `trackline_snippet(...)`, the analytics.js loader configured from the same keys
+(see `integrations/loader.py`): `{{ trackline_snippet() }}` in a page's `<head>`, with
+`nonce=...` for a Content-Security-Policy nonce.
 """
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
 
+from flask import Flask, current_app
+
+from trackline.browser import Snippet
 from trackline.integrations import configure_default_client, read_settings
+from trackline.integrations.loader import settings_snippet
 from trackline.integrations.wsgi import TracklineMiddleware
+
+
+def trackline_snippet(**arguments: Any) -> Snippet:
+    """The Jinja global: the loader for the app rendering the template; arguments as
+    `trackline.browser.snippet`'s (`write_key`, `host`, `cdn`, `page`, `nonce`, `options`)."""
+    return settings_snippet(current_app.config.get, **arguments)
 
 
 class Trackline:
@@ -39,4 +53,5 @@ class Trackline:
         configure_default_client(found.client)
         options = found.request
         app.wsgi_app = TracklineMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
+        app.add_template_global(trackline_snippet)
         app.extensions["trackline"] = self

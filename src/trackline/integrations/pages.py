@@ -11,16 +11,14 @@ fresh anonymous id.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import urllib.parse
 import uuid
 from collections.abc import Callable
 
 from trackline._default import get_client
 from trackline.client import Client
 from trackline.errors import ConfigError, TracklineError
-from trackline.integrations.request import RequestInfo, page_properties
+from trackline.integrations.request import RequestInfo, cookie_id, page_properties
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +88,3 @@ class PageViews:
         except TracklineError as error:
             logger.warning("no page call for %s: %s", view.request.path, error)
             return None
-
-
-def cookie_id(value: str | None) -> str | None:
-    """An id from an analytics.js cookie, which may hold it URL-encoded and JSON-quoted."""
-    if not value:
-        return None
-    value = urllib.parse.unquote(value)
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        try:
-            decoded = json.loads(value)
-        except ValueError:
-            return None
-        return decoded if isinstance(decoded, str) and decoded else None
-    return value

@@ -9,11 +9,13 @@ would have sent from the browser.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from trackline.context import Scope
 from trackline.integrations.proxies import TrustedProxies
 
 #: Characters a path keeps unescaped: RFC 3986 `pchar` plus `/` (unreserved ones never are).
@@ -193,6 +195,30 @@ def request_context(request: RequestInfo) -> dict[str, Any]:
         context["locale"] = locale
     context["page"] = page_properties(request)
     return context
+
+
+def request_scope(request: RequestInfo, *, browser_anonymous_id: bool = True) -> dict[str, Any]:
+    """What `context.enter` takes for a request: its context and, with `browser_anonymous_id`,
+    the anonymous id analytics.js keeps for this browser, for calls that name none."""
+    values = request_context(request)
+    anonymous_id = cookie_id(request.cookies.get("ajs_anonymous_id"))
+    if browser_anonymous_id and anonymous_id:
+        return Scope(values, anonymous_id)
+    return values
+
+
+def cookie_id(value: str | None) -> str | None:
+    """An id from an analytics.js cookie, which may hold it URL-encoded and JSON-quoted."""
+    if not value:
+        return None
+    value = urllib.parse.unquote(value)
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return None
+        return decoded if isinstance(decoded, str) and decoded else None
+    return value
 
 
 def page_properties(request: RequestInfo) -> dict[str, str]:

@@ -20,7 +20,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from trackline.context import Token, enter, leave
 from trackline.integrations import Middleware
 from trackline.integrations.pages import PageView, PageViews
-from trackline.integrations.request import RequestInfo, from_environ, request_context
+from trackline.integrations.request import RequestInfo, from_environ, request_scope
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 
@@ -28,12 +28,14 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None,
 class TracklineMiddleware(Middleware[WSGIApplication]):
     """Wrap a WSGI application so its requests give context to every trackline call.
 
-    Options (`trusted_proxies`, `page_views`, `page_filter`, `client`): see `Middleware`.
+    Options (`trusted_proxies`, `page_views`, `page_filter`, `client`,
+    `browser_anonymous_id`): see `Middleware`.
     """
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = from_environ(environ, self._proxies)
-        scope = _Scope(enter(request_context(request)), request, self._pages)
+        values = request_scope(request, browser_anonymous_id=self._browser_anonymous_id)
+        scope = _Scope(enter(values), request, self._pages)
         try:
             body = self.app(
                 environ, scope.watch(start_response) if self._pages.enabled else start_response

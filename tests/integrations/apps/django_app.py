@@ -52,7 +52,8 @@ if not settings.configured:
         SECRET_KEY="trackline-tests",
         ALLOWED_HOSTS=["*"],
         ROOT_URLCONF=__name__,
-        INSTALLED_APPS=[],
+        INSTALLED_APPS=["trackline.integrations.django"],
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates"}],
         DATABASES={},
         MIDDLEWARE=[
             "trackline.integrations.django.TracklineMiddleware",

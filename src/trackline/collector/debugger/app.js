@@ -452,10 +452,22 @@
     byId("detail-id").textContent = String(message.messageId);
     byId("detail-source").textContent = mask(entry.source);
     byId("detail-received").textContent = receivedOf(message);
+    const context = isObject(message.context) ? message.context : {};
+    const page = isObject(context.page) ? context.page : {};
+    fact("page", page.url);
+    fact("agent", context.userAgent);
     byId("json").textContent = JSON.stringify(message, null, 2);
     detail.hidden = false;
     document.body.classList.add("has-detail");
     if (matchMedia("(max-width: 959px)").matches) byId("close").focus();
+  }
+
+  // A fact the detail shows only when the event has it: a browser event's page and agent.
+  function fact(name, value) {
+    const shown = typeof value === "string" && value !== "";
+    byId(`detail-${name}`).textContent = shown ? value : "";
+    byId(`detail-${name}`).hidden = !shown;
+    byId(`detail-${name}-label`).hidden = !shown;
   }
 
   function closeDetail() {

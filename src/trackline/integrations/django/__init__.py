@@ -9,7 +9,12 @@ TRACKLINE_OPTIONS = {"flush_interval": 1.0}       # optional: any Client option
 TRACKLINE_TRUSTED_PROXIES = ["10.0.0.0/8"]        # optional: believe their X-Forwarded-For
 TRACKLINE_PAGE_VIEWS = True                       # optional: a page call per HTML page served
 TRACKLINE_PAGE_FILTER = "myapp.analytics.is_page" # optional: a callable or its dotted path
+TRACKLINE_BROWSER_ANONYMOUS_ID = False            # optional: calls skip analytics.js's id
+INSTALLED_APPS = ["trackline.integrations.django", ...]  # for {% load trackline %}
 ```
+
+With the app installed, `{% load trackline %}{% trackline_snippet %}` renders the analytics.js
+loader (see `templatetags/trackline.py`).
 
 The middleware initialises the default client (`trackline.init`) when Django builds it, which
 under `gunicorn --preload` happens before the fork; the client starts its threads in each worker
@@ -30,7 +35,7 @@ from trackline.context import enter, leave
 from trackline.integrations import configure_default_client, read_settings
 from trackline.integrations.pages import PageView, PageViews
 from trackline.integrations.proxies import TrustedProxies
-from trackline.integrations.request import RequestInfo, from_environ, request_context
+from trackline.integrations.request import RequestInfo, from_environ, request_scope
 
 
 class TracklineMiddleware:
@@ -46,6 +51,7 @@ class TracklineMiddleware:
         options = found.request
         self._proxies = TrustedProxies(options["trusted_proxies"])
         self._pages = PageViews(options["page_views"], options["page_filter"])
+        self._browser_anonymous_id = options["browser_anonymous_id"]
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -54,7 +60,7 @@ class TracklineMiddleware:
         if self._async:
             return self._acall(request)
         info = self._describe(request)
-        values = request_context(info)
+        values = request_scope(info, browser_anonymous_id=self._browser_anonymous_id)
         token = enter(values)
         try:
             response = self.get_response(request)
@@ -65,7 +71,7 @@ class TracklineMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         info = self._describe(request)
-        values = request_context(info)
+        values = request_scope(info, browser_anonymous_id=self._browser_anonymous_id)
         token = enter(values)
         try:
             response = await self.get_response(request)

@@ -1,0 +1,1 @@
+"""Template tag libraries of the `trackline.integrations.django` app."""
