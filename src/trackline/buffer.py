@@ -270,16 +270,11 @@ class MemoryBuffer:
             return self._ledger.request_flush()
 
     def wait_flushed(self, target: int, deadline: float | None) -> bool:
+        ledger = self._ledger
         with self._lock:
-            while self._taken < target or self._ledger.holds_before(target):
-                if deadline is None:
-                    self._ledger.progress.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._ledger.progress.wait(remaining)
-            return True
+            return ledger.wait(
+                lambda: self._taken >= target and not ledger.holds_before(target), deadline
+            )
 
     def seal(self) -> None:
         with self._lock:

@@ -12,6 +12,8 @@ also the counters' lock, so a snapshot never sees half a transition.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from trackline.batch import Batch
 from trackline.stats import Counters, DropReason
@@ -96,3 +98,15 @@ class Ledger:
         """A flush of everything entered so far; returns the target it waits for."""
         self.flush_target = max(self.flush_target, self.entered)
         return self.entered
+
+    def wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        """Wait for progress until `done()` (True) or `deadline` (monotonic) passes (False)."""
+        while not done():
+            if deadline is None:
+                self.progress.wait()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.progress.wait(remaining)
+        return True

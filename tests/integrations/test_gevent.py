@@ -5,21 +5,17 @@ and never blocks the hub (gevent's own monitor thread watches it)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from typing import Any
 
 import orjson
 
-from tests.integrations.serving import fetch
+from tests.integrations.serving import fetch, gunicorn
 from trackline.collector import RunningCollector
 from trackline.collector.store import EventQuery
-
-from .test_gunicorn import ROOT
 
 HITS = 20
 
@@ -30,34 +26,14 @@ def stored(collector: RunningCollector) -> list[dict[str, Any]]:
 
 
 def start(host: str, sock: socket.socket) -> subprocess.Popen[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRACKLINE_")}
-    env.update(
-        TEST_APP_TRACKLINE_HOST=host,
-        TEST_APP_FLUSH_INTERVAL="0.2",
-        GEVENT_MONITOR_THREAD_ENABLE="true",
-        GEVENT_MAX_BLOCKING_TIME="0.5",
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--worker-class=gevent",
-        "--preload",
-        "--workers=1",
-        f"--bind=fd://{sock.fileno()}",
-        "--graceful-timeout=10",
-        "--log-level=warning",
-        "tests.integrations.apps.gevent_app:application",
-    ]
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        pass_fds=[sock.fileno()],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {
+        "TEST_APP_TRACKLINE_HOST": host,
+        "TEST_APP_FLUSH_INTERVAL": "0.2",
+        "GEVENT_MONITOR_THREAD_ENABLE": "true",
+        "GEVENT_MAX_BLOCKING_TIME": "0.5",
+    }
+    app = "tests.integrations.apps.gevent_app:application"
+    return gunicorn(app, sock, env, "--worker-class=gevent", "--preload", "--workers=1")
 
 
 def test_a_gevent_worker_delivers_while_running_and_at_exit(collector: RunningCollector) -> None:

@@ -250,16 +250,7 @@ class Spool:
 
     def wait_flushed(self, target: int, deadline: float | None) -> bool:
         with self._lock:
-            progress = self._ledger.progress
-            while not self._flushed(target):
-                if deadline is None:
-                    progress.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                progress.wait(remaining)
-            return True
+            return self._ledger.wait(lambda: self._flushed(target), deadline)
 
     def seal(self) -> None:
         with self._lock:
