@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+
+# urllib3 encodes every host with the idna codec on each new connection, which imports
+# `encodings.idna` on first use: a fork while a worker thread is inside that import leaves the
+# module's import lock held in the child by a thread the child does not have, and the child's
+# first connection waits for it forever. Imported here, before any thread or fork.
+import encodings.idna  # noqa: F401
 import logging
 import typing
 import zlib
