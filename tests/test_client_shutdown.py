@@ -26,6 +26,42 @@ def fast_switching() -> Iterator[None]:
     sys.setswitchinterval(interval)
 
 
+def test_a_call_that_reaches_the_buffer_after_shutdown_is_dropped_as_closed() -> None:
+    """A call that decided to queue just before `shutdown()` and reaches the buffer after it
+    (a thread preempted between the two) is dropped as `closed` and reported, not left
+    queued in a buffer nobody reads any more."""
+    capture = Capture()
+    errors: list[tuple[str, list[str]]] = []
+    client = capture.client(
+        sync=False,
+        on_error=lambda error, messages: errors.append(
+            (error.reason, [m["messageId"] for m in messages])
+        ),
+    )
+    client.track("u", "Before")  # starts the worker: later calls go straight to the buffer
+    put = client._buffer.put
+    reached, go_on = threading.Event(), threading.Event()
+
+    def preempted_put(data: bytes, block_timeout: float | None = None) -> Any:
+        reached.set()
+        go_on.wait(10)
+        return put(data, block_timeout)
+
+    client._buffer.put = preempted_put  # type: ignore[method-assign]
+    result: list[str | None] = []
+    caller = threading.Thread(target=lambda: result.append(client.track("u", "Raced")))
+    caller.start()
+    assert reached.wait(10)
+    client.shutdown(timeout=1.0)
+    go_on.set()
+    caller.join(10)
+    stats = client.stats
+    assert result == [None]
+    assert (stats.queued, stats.in_flight, stats.unaccounted) == (0, 0, 0), stats
+    assert stats.dropped == {"closed": 1}
+    assert [reason for reason, _ in errors] == ["closed"]
+
+
 def race_one_shutdown() -> None:
     capture = Capture()
     dropped: dict[str, str] = {}
@@ -75,8 +111,8 @@ def race_one_shutdown() -> None:
 
 
 def test_calls_racing_shutdown_are_all_settled(fast_switching: None) -> None:
-    """Threads call `track()` while another thread shuts the client down: afterwards nothing is
-    queued or in flight, the ledger balances, and every id a call returned was delivered or
-    passed to `on_error`."""
+    """Threads call `track()` while another thread shuts the client down, many times over:
+    afterwards nothing is queued or in flight, the ledger balances, and every id a call
+    returned was delivered or passed to `on_error`."""
     for _ in range(ROUNDS):
         race_one_shutdown()
