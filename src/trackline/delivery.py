@@ -83,6 +83,9 @@ class Delivery:
         self._wall_clock = wall_clock
         self._wait = wait if wait is not None else stop.wait
         self.throttle = Throttle(clock)
+        #: Whether the last answer was one to act on (not a failure worth a retry): the workers
+        #: put more requests in flight only then. No answer yet counts as not answering.
+        self.answering = False
 
     def deliver(self, batch: Batch) -> bool:
         """Settle every message of `batch`; True when all of them were delivered.
@@ -110,6 +113,7 @@ class Delivery:
                     return False
             response = self._post(batch, start, end)
             verdict = classify(response.status)
+            self.answering = verdict.action is not Action.RETRY
             if verdict.action is Action.DONE:
                 parts.popleft()
                 delivered = self._settle_success(batch, start, end, response.body) and delivered

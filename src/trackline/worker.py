@@ -2,11 +2,15 @@
 
 The first thread starts lazily on the first message, so importing an app and forking it
 (gunicorn `--preload`) starts no thread in the parent that the children would lose. More
-threads, up to `workers`, start only when a backlog builds: a worker that took a full batch and
-left another full batch waiting starts the next one. An app sending a few events a second keeps
-one thread and one connection; a burst towards a far API gets several requests in flight, which
-is what throughput needs once each request costs a round trip. Threads are daemons: the
-interpreter's exit hook, not thread joins, decides how long exit may wait.
+threads, up to `workers`, start only when a backlog builds while the API answers: a worker that
+took a full batch and left another full batch waiting starts the next one. An app sending a few
+events a second keeps one thread and one connection; a burst towards a far API gets several
+requests in flight, which is what throughput needs once each request costs a round trip.
+
+While the API fails (no answer, 5xx, 429), only the first thread takes batches: more requests
+in flight would add load to an API that struggles, and hold one more batch in memory each, for
+nothing. The others finish what they hold and wait for an answer to come back. Threads are
+daemons: the interpreter's exit hook, not thread joins, decides how long exit may wait.
 """
 
 from __future__ import annotations
@@ -63,7 +67,10 @@ class Workers:
 
     def _add_thread(self) -> None:
         thread = threading.Thread(
-            target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True
+            target=self._run,
+            args=(not self._threads,),
+            name=f"{self._name}-{len(self._threads)}",
+            daemon=True,
         )
         thread.start()
         self._threads.append(thread)
@@ -74,14 +81,20 @@ class Workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads)
 
-    def _run(self) -> None:
+    def _run(self, first: bool) -> None:
         buffer = self._buffer
+        delivery = self._delivery
         while not self._stop.is_set():
+            if not first and not delivery.answering:
+                self._stop.wait(self._interval)
+                continue
             batch = buffer.take(MAX_BATCH_MESSAGES, BATCH_ROOM, self._interval)
             if batch is None:
                 continue
-            # A full batch still waiting: one more request in flight would help.
-            if len(self._threads) < self._count and len(buffer) >= self._flush_at:
+            # A full batch still waiting: one more request in flight would help, if the API
+            # answers.
+            backlog = len(buffer) >= self._flush_at
+            if backlog and delivery.answering and len(self._threads) < self._count:
                 self._grow()
             try:
                 self._delivery.deliver(batch)

@@ -70,6 +70,9 @@ class CaptureServer:
         #: Answers wait while it is clear: a test holds them to see what goes on meanwhile.
         self.gate = threading.Event()
         self.gate.set()
+        #: Requests being answered now, and the most there ever were at once.
+        self.in_progress = 0
+        self.most_in_progress = 0
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.owner = self
         # A short poll lets close() return at once instead of after serve_forever's 0.5 s poll.
@@ -171,6 +174,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         owner = self.server.owner
+        with owner._lock:
+            owner.in_progress += 1
+            owner.most_in_progress = max(owner.most_in_progress, owner.in_progress)
+        try:
+            self._answer(owner)
+        finally:
+            with owner._lock:
+                owner.in_progress -= 1
+
+    def _answer(self, owner: CaptureServer) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
         body = raw
