@@ -246,3 +246,21 @@ def test_follow_ends_with_status_1_when_the_collector_stops(tmp_path: pathlib.Pa
     out, err = process.communicate(timeout=10)
     assert (process.returncode, out) == (1, "")
     assert err == "trackline events: the collector closed the live stream\n"
+
+
+def test_a_collector_with_a_read_token_is_asked_with_it(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a collector started with a read token, `--read-token` (or
+    TRACKLINE_READ_TOKEN) lists its events; without it the collector's refusal is shown."""
+    token = "events-read-token-0123456789"
+    with serve(tmp_path / "events.sqlite3", read_token=token) as running:
+        with trackline.Client("events-key", host=running.url, sync=True) as client:
+            client.track("019mr8mf4r", "Item Purchased")
+        assert main(["events", "--host", running.url]) == 1
+        assert "read token" in capsys.readouterr().err
+        assert main(["events", "--host", running.url, "--read-token", token]) == 0
+        assert "Item Purchased" in capsys.readouterr().out
+        monkeypatch.setenv("TRACKLINE_READ_TOKEN", token)
+        assert main(["events", "--host", running.url, "--json"]) == 0
+        assert '"event": "Item Purchased"' in capsys.readouterr().out

@@ -18,6 +18,7 @@ import pytest
 import urllib3
 
 from trackline.collector import RunningCollector, serve
+from trackline.collector.access import key_id
 
 SPEC = Path(__file__).parent.parent / "spec"
 
@@ -121,6 +122,11 @@ def http(collector: RunningCollector) -> Iterator[Http]:
     """A client of the shared collector, whose store starts empty."""
     with emptied(collector) as client:
         yield client
+
+
+def source_of(collector: RunningCollector, key: str) -> str:
+    """The key id a collector stores and shows for the write key `key`."""
+    return key_id(collector.storage.key_secret, key)
 
 
 def stored_ids(path: Path) -> set[str]:

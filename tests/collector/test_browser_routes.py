@@ -12,7 +12,8 @@ import pytest
 
 from tests.collector.conftest import Http, emptied
 from trackline.collector import RunningCollector, serve
-from trackline.collector.cors import ALLOWED_HEADERS, AllowedOrigins, normalize_origin
+from trackline.collector.access import Origins, normalise_origin
+from trackline.collector.cors import ALLOWED_HEADERS
 
 SHOP = "http://shop.test:3000"
 ELSEWHERE = "http://elsewhere.test"
@@ -267,7 +268,7 @@ def test_any_origin_answers_star_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`*` allows every origin with `Access-Control-Allow-Origin: *` and logs a warning."""
-    with caplog.at_level("WARNING", "trackline.collector.cors"):
+    with caplog.at_level("WARNING", "trackline.collector"):
         running = serve(tmp_path / "events.sqlite3", allow_origins=["*"])
         with running as collector:
             answer = preflight(Http(collector.url), "/v1/t", ELSEWHERE)
@@ -291,8 +292,8 @@ def test_no_allowed_origin_means_no_cors(http: Http) -> None:
     ],
 )
 def test_origins_are_compared_as_browsers_send_them(given: str, origin: str) -> None:
-    assert normalize_origin(given) == origin
-    assert AllowedOrigins([given]).allows(origin)
+    assert normalise_origin(given) == origin
+    assert Origins([given]).allows(origin, None)
 
 
 @pytest.mark.parametrize(
@@ -300,11 +301,10 @@ def test_origins_are_compared_as_browsers_send_them(given: str, origin: str) -> 
 )
 def test_what_is_not_an_origin_is_refused(given: str) -> None:
     with pytest.raises(ValueError, match="not an origin"):
-        AllowedOrigins([given])
+        Origins([given])
 
 
 def test_an_origin_not_listed_is_not_allowed() -> None:
-    origins = AllowedOrigins([SHOP])
-    assert not origins.allows("http://shop.test:3001")
-    assert not origins.allows("null")
-    assert not origins.allows(None)
+    origins = Origins([SHOP])
+    assert not origins.allows("http://shop.test:3001", None)
+    assert not origins.allows("null", None)

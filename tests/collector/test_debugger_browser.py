@@ -11,15 +11,16 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 import trackline
-from tests.collector.conftest import Http
+from tests.collector.conftest import Http, source_of
 from tests.support.chromium import chromium
-from trackline.collector import RunningCollector
+from trackline.collector import RunningCollector, serve
 
 INJECTION = "<img src=x onerror=alert(1)>"
 KEY = "web-frontend-2f9c71"
@@ -134,11 +135,15 @@ def test_events_appear_live_within_a_second_without_reload(
     assert page.evaluate("window.sameDocument") is True
 
 
-def test_a_row_shows_type_name_user_masked_source_and_time(
-    open_debugger: Callable[..., Debugger], client: trackline.Client, http: Http
+def test_a_row_shows_type_name_user_source_and_time(
+    open_debugger: Callable[..., Debugger],
+    client: trackline.Client,
+    http: Http,
+    collector: RunningCollector,
 ) -> None:
     """A row has a type badge coloured by type, the event or page/screen name, the userId or
-    anonymousId, the source key masked, and a relative time with the exact one on hover."""
+    anonymousId, the source's key id (never the key), and a relative time with the exact one
+    on hover."""
     client.track("019mr8mf4r", "Item Purchased")
     client.page(None, "Login", anonymous_id="anon-507f", category="Auth")
     client.screen("019mr8mf4r", "Register")
@@ -150,8 +155,9 @@ def test_a_row_shows_type_name_user_masked_source_and_time(
     users = page.locator("#events .user").all_text_contents()
     assert users == ["019mr8mf4r", "019mr8mf4r", "anon anon-507f", "019mr8mf4r"]
     sources = page.locator("#events .source").all_text_contents()
-    assert sources == ["web-••••"] * 4
-    assert KEY not in (page.locator("main").text_content() or "")
+    assert sources == [source_of(collector, KEY)] * 4
+    assert sources[0].startswith("web-~")
+    assert KEY not in (page.content())
 
     badges = page.locator("#events .badge")
     assert badges.all_text_contents() == ["identify", "screen", "page", "track"]
@@ -221,11 +227,12 @@ def test_filters_narrow_the_list(
     expect(page.locator("#events .user")).to_have_text("bob")
 
     page.locator("#search").fill("")
-    page.locator("#source").select_option("backend-7d01aa")
+    backend_id, web_id = source_of(collector, "backend-7d01aa"), source_of(collector, KEY)
+    page.locator("#source").select_option(backend_id)
     expect(debugger.rows).to_have_count(2)
     assert debugger.names() == ["Pricing", "Invoice Paid"]
     options = page.locator("#source option").all_text_contents()
-    assert options == ["All sources", "back•••• (2)", "web-•••• (4)"]
+    assert options == ["All sources", f"{backend_id} (2)", f"{web_id} (4)"]
 
     page.locator("#search").fill("no such thing anywhere")
     expect(page.locator("#no-match")).to_be_visible()
@@ -235,7 +242,10 @@ def test_filters_narrow_the_list(
 
 
 def test_clicking_a_row_shows_the_stored_message_as_json(
-    open_debugger: Callable[..., Debugger], client: trackline.Client, http: Http
+    open_debugger: Callable[..., Debugger],
+    client: trackline.Client,
+    http: Http,
+    collector: RunningCollector,
 ) -> None:
     """The detail view shows the full stored message (receivedAt, originalTimestamp, context,
     integrations...) as indented JSON, and its copy button puts that JSON on the clipboard."""
@@ -260,7 +270,7 @@ def test_clicking_a_row_shows_the_stored_message_as_json(
     for key in ("receivedAt", "originalTimestamp", "context", "integrations", "sentAt"):
         assert f'"{key}"' in shown
     expect(page.locator("#detail-title")).to_have_text("Item Purchased")
-    expect(page.locator("#detail-source")).to_have_text("web-••••")
+    expect(page.locator("#detail-source")).to_have_text(source_of(collector, KEY))
 
     page.locator("#copy-json").click()
     expect(page.locator("#copy-json")).to_have_text("Copied")
@@ -321,7 +331,9 @@ def test_markup_in_values_is_shown_as_text_and_runs_nothing(
     ) == 4  # userId, event, property name and value
     page.locator("#search").fill(INJECTION)
     expect(debugger.rows).to_have_count(1)
-    expect(page.locator("#source option").nth(1)).to_have_text("<img•••• (1)")
+    hostile_id = source_of(collector, INJECTION)
+    assert hostile_id.startswith("~")  # a key starting with markup shows none of itself
+    expect(page.locator("#source option").nth(1)).to_have_text(f"{hostile_id} (1)")
     page.wait_for_timeout(300)  # time for an onerror handler, had an image been created
     assert page.locator("img").count() == 0
     assert not [url for url in debugger.requests if url.rstrip("/").endswith("/x")]
@@ -436,3 +448,34 @@ def test_readable_in_light_and_dark_mode(
     for badge in page.locator("#types .badge").all():
         colours = [badge.evaluate(style, p) for p in ("color", "backgroundColor")]
         assert _contrast(*colours) >= 4.5, badge.text_content()
+
+
+def test_with_a_read_token_the_page_asks_for_it_once(
+    browser: Browser, db_path: Path, make_client: MakeClient
+) -> None:
+    """A collector with a read token shows a login form instead of the events; a wrong token
+    is said to be wrong; the right one opens the live page, and the browser keeps a cookie
+    that scripts cannot read (HttpOnly) and other sites' requests do not carry (Strict)."""
+    token = "browser-read-token-31f7a9c2"
+    with serve(db_path, read_token=token) as running:
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(running.url + "/")
+        expect(page.locator("#token")).to_be_visible()
+        assert page.locator("#events").count() == 0
+        page.locator("#token").fill("not-the-token-at-all")
+        page.locator("button[type=submit]").click()
+        expect(page.locator("#failed")).to_be_visible()
+        page.locator("#token").fill(token)
+        page.locator("button[type=submit]").click()
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        make_client(KEY, host=running.url, sync=True).track("019mr8mf4r", "After Login")
+        expect(page.locator("#events .name")).to_have_text(["After Login"])
+        (cookie,) = context.cookies()
+        assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+        assert token not in cookie["value"]
+        assert page.evaluate("document.cookie") == ""
+        context.close()
+        assert errors == []

@@ -9,7 +9,7 @@ import re
 import orjson
 import pytest
 
-from tests.collector.conftest import Http, message
+from tests.collector.conftest import Http, message, source_of
 from trackline.collector import RunningCollector
 from trackline.collector.debugger import CONTENT_SECURITY_POLICY
 
@@ -71,29 +71,34 @@ def test_unknown_debugger_path_is_a_json_404(http: Http) -> None:
     assert answer.json["code"] == "not_found"
 
 
-def test_events_filter_by_source(http: Http) -> None:
-    """`GET /api/events?source=KEY` lists only the events sent with that write key."""
-    http.post("/v1/batch", batch(message(1), message(2)), key="web")
+def test_events_filter_by_source(http: Http, collector: RunningCollector) -> None:
+    """`GET /api/events?source=KEYID` lists only the events sent with that write key; the raw
+    key matches nothing (it is never stored)."""
+    http.post("/v1/batch", batch(message(1), message(2)), key="web-frontend")
     http.post("/v1/batch", batch(message(3)), key="backend")
-    assert [e["messageId"] for e in http.events("?source=backend")] == ["message-3"]
-    assert [e["messageId"] for e in http.events("?source=web")] == ["message-2", "message-1"]
-    assert http.events("?source=nobody") == []
+    web, backend = source_of(collector, "web-frontend"), source_of(collector, "backend")
+    assert [e["messageId"] for e in http.events(f"?source={backend}")] == ["message-3"]
+    assert [e["messageId"] for e in http.events(f"?source={web}")] == ["message-2", "message-1"]
+    assert http.events("?source=backend") == []
 
 
-def test_events_with_meta_carry_row_id_and_source(http: Http) -> None:
-    """`meta=1` wraps each stored message with its row id (increasing) and its source, newest
-    first like the plain listing, whose messages it carries unchanged."""
-    http.post("/v1/batch", batch(message(1), message(2)), key="web")
-    http.post("/v1/batch", batch(message(3)), key='odd "key"\n')
+def test_events_with_meta_carry_row_id_and_source(http: Http, collector: RunningCollector) -> None:
+    """`meta=1` wraps each stored message with its row id (increasing) and its source's key
+    id, newest first like the plain listing, whose messages it carries unchanged."""
+    http.post("/v1/batch", batch(message(1), message(2)), key="web-frontend")
+    http.post("/v1/batch", batch(message(3)), key='odd "key" here')
     plain = http.events()
     wrapped = http.events("?meta=1")
     assert [item["message"] for item in wrapped] == plain
-    assert [item["source"] for item in wrapped] == ['odd "key"\n', "web", "web"]
+    web, odd = source_of(collector, "web-frontend"), source_of(collector, 'odd "key" here')
+    assert [item["source"] for item in wrapped] == [odd, web, web]
+    assert web.startswith("web-~")
+    assert odd.startswith("odd~")
     ids = [item["id"] for item in wrapped]
     assert ids == sorted(ids, reverse=True)
     assert len(set(ids)) == 3
     assert all(isinstance(i, int) for i in ids)
-    assert [i["message"]["messageId"] for i in http.events("?meta=1&source=web&limit=1")] == [
+    assert [i["message"]["messageId"] for i in http.events(f"?meta=1&source={web}&limit=1")] == [
         "message-2"
     ]
 
@@ -129,4 +134,5 @@ def test_stream_with_meta_carries_row_id_and_source(
     live = [orjson.loads(f.split("data: ", 1)[1]) for f in frames]
     assert [int(f.split("\n", 1)[0][4:]) for f in frames] == [item["id"] for item in live]
     assert list(reversed(http.events("?meta=1"))) == live
-    assert [item["source"] for item in live] == ["web", "backend"]
+    sources = [source_of(collector, "web"), source_of(collector, "backend")]
+    assert [item["source"] for item in live] == sources

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.collector.conftest import Http, message
+from trackline.collector import serve
 from trackline.collector.ingest import BodyReader, RequestRejected, parse_batch, process
 
 RECEIVED = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
@@ -121,11 +123,14 @@ def test_overloaded_writer_sheds_with_503(http: Http, monkeypatch: pytest.Monkey
 
 
 def test_too_many_requests_in_flight_are_shed_with_503(
-    http: Http, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Beyond the number of ingest requests handled at once, a request is answered 503
     overloaded at once (its body unread), and the connection stays usable."""
-    monkeypatch.setattr("trackline.collector.app.MAX_REQUESTS_IN_FLIGHT", 0)
-    answer = http.post("/v1/batch", {"batch": [message(1, properties={"pad": "x" * 100_000})]})
-    assert (answer.status, answer.json["code"]) == (503, "overloaded")
-    assert http.get("/healthz").status == 200
+    monkeypatch.setattr("trackline.collector.limits.INGEST_REQUESTS", 0)
+    with serve(db_path) as running:
+        http = Http(running.url)
+        body = {"batch": [message(1, properties={"pad": "x" * 100_000})]}
+        answer = http.post("/v1/batch", body)
+        assert (answer.status, answer.json["code"]) == (503, "overloaded")
+        assert http.get("/healthz").status == 200

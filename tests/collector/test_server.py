@@ -54,7 +54,7 @@ def read_response(sock: socket.socket) -> bytes:
 
 def request_head(length: int, path: str = "/v1/batch") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Authorization: {basic('key')}\r\nContent-Length: {length}\r\n\r\n"
     ).encode()
 
@@ -121,7 +121,7 @@ def test_good_requests_pass_while_slow_clients_hold_connections(
     stuck = [connect(collector) for _ in range(50)]
     try:
         for sock in stuck:
-            sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         started = time.monotonic()
         assert http.post("/v1/batch", {"batch": [message(1)]}).status == 200
         # Held behind them it would wait for their header deadline (1 s in these tests).
@@ -270,3 +270,24 @@ def test_stop_ends_open_live_streams(db_path: Path) -> None:
     running.stop()
     assert time.monotonic() - started < 3.0
     stream.release_conn()
+
+
+def test_the_uvicorn_internals_the_deadlines_use_are_there(collector: RunningCollector) -> None:
+    """The protocol that carries the deadlines extends uvicorn's h11 protocol and uses these
+    of its parts; a uvicorn release without them fails here, not in production."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    for method in ("connection_made", "data_received", "connection_lost", "on_response_complete"):
+        assert callable(getattr(H11Protocol, method))
+    for method in ("send_400_response", "pause_writing", "resume_writing"):
+        assert callable(getattr(H11Protocol, method))
+    with connect(collector) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        (protocol,) = collector._server.server_state.connections
+        assert isinstance(protocol, H11Protocol)
+        assert isinstance(protocol.conn, h11.Connection)
+        assert protocol.cycle is not None
+        assert protocol.transport is not None
+        assert protocol.loop is not None

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.collector.conftest import source_of
 from tests.integrations.serving import fetch, gunicorn
 from trackline.collector import RunningCollector
 from trackline.collector.store import EventQuery
@@ -78,7 +79,7 @@ def test_preloaded_workers_deliver_every_event_with_its_context(
     events = stored(collector)
     stats = collector.storage.stats()
     assert stats.duplicates == 0, "an event arrived twice"
-    assert stats.by_source == {f"{app}-key": REQUESTS + 1}
+    assert stats.by_source == {source_of(collector, f"{app}-key"): REQUESTS + 1}
     [loaded] = [e for e in events if e["event"] == "App Loaded"]
     assert loaded["properties"]["pid"] == server.pid
     hits: dict[str, dict[str, Any]] = {

@@ -1,12 +1,23 @@
-"""`trackline collector`: run the local collector in the foreground until SIGINT/SIGTERM."""
+"""`trackline collector`: run the local collector in the foreground until SIGINT/SIGTERM.
+
+The options map one to one onto `CollectorSettings`. Secrets need not be on the command line
+(where `ps` shows them): write keys may come from `--write-key-file` or `TRACKLINE_WRITE_KEYS`
+(comma-separated), the read token from `--read-token-file` or `TRACKLINE_READ_TOKEN`. A bad
+option, like a refused bind, exits with status 1 and says why.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trackline.collector.settings import CollectorSettings
 
 HELP = "run the local collector: a Tracking API server storing events in SQLite"
 
@@ -18,23 +29,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", default="trackline.sqlite3", help="SQLite database file (trackline.sqlite3)"
     )
-    parser.add_argument(
+    keys = parser.add_argument_group("access")
+    keys.add_argument(
         "--write-key",
         action="append",
         default=[],
         metavar="KEY",
         dest="write_keys",
-        help="accept only this write key (repeatable); without any, every key is accepted "
-        "and the collector only listens on loopback",
+        help="accept only this write key (repeatable); without any (here, in --write-key-file "
+        "or in $TRACKLINE_WRITE_KEYS), every key is accepted and the collector only listens "
+        "on loopback",
     )
-    parser.add_argument(
+    keys.add_argument(
+        "--write-key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        dest="write_key_files",
+        help="accept the write keys in FILE, one per line (repeatable)",
+    )
+    keys.add_argument(
+        "--read-token",
+        metavar="TOKEN",
+        help="readers of /api/* and the debugger must show TOKEN (default: "
+        "$TRACKLINE_READ_TOKEN); without one, only this machine may read",
+    )
+    keys.add_argument(
+        "--read-token-file", metavar="FILE", help="the read token is the first line of FILE"
+    )
+    keys.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="allow_hosts",
+        help="also answer requests naming this host (repeatable; * for any); IP addresses, "
+        "localhost and --host are always answered",
+    )
+    keys.add_argument(
         "--allow-origin",
         action="append",
         default=[],
         metavar="ORIGIN",
         dest="allow_origins",
         help="let web pages at ORIGIN (http://localhost:3000) send events and read the "
-        "analytics.js settings from a browser (repeatable; * for any origin, with a warning)",
+        "analytics.js settings from a browser (repeatable; * for any origin, with a warning: "
+        "never for clearing the store or logging in)",
+    )
+    keys.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        dest="trusted_proxies",
+        help="believe X-Forwarded-For/-Proto/-Host from this address or network (repeatable)",
     )
     parser.add_argument(
         "--analytics-js",
@@ -42,19 +90,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve FILE (analytics.js, e.g. from your node_modules) at "
         "/analytics.js/v1/{writeKey}/analytics.min.js, and the chunks beside it",
     )
-    parser.add_argument(
+    limits = parser.add_argument_group("deadlines")
+    limits.add_argument(
         "--header-timeout",
         type=float,
         default=10.0,
         metavar="SECONDS",
         help="close a connection whose request headers take longer (10)",
     )
-    parser.add_argument(
+    limits.add_argument(
         "--body-timeout",
         type=float,
         default=30.0,
         metavar="SECONDS",
         help="answer 408 to a request whose body takes longer (30)",
+    )
+    limits.add_argument(
+        "--send-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="disconnect a client that leaves an answer unread this long (30)",
     )
     parser.add_argument(
         "--fsync",
@@ -71,6 +127,42 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _read_token(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    if args.read_token_file:
+        lines = Path(args.read_token_file).read_text(encoding="utf-8").splitlines()
+        return lines[0].strip() if lines else ""
+    return args.read_token or environ.get("TRACKLINE_READ_TOKEN") or None
+
+
+def settings_from(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> CollectorSettings:
+    """The `CollectorSettings` the command line (and the environment) describe; raises
+    `ConfigError` naming a bad option and `OSError` for a file that cannot be read."""
+    from trackline.collector.access import read_key_file
+    from trackline.collector.settings import CollectorSettings
+
+    keys = list(args.write_keys)
+    for path in args.write_key_files:
+        keys += read_key_file(path)
+    keys += [key.strip() for key in environ.get("TRACKLINE_WRITE_KEYS", "").split(",")]
+    return CollectorSettings(
+        args.db,
+        host=args.host,
+        port=args.port,
+        write_keys=[key for key in keys if key],
+        read_token=_read_token(args, environ),
+        allow_hosts=args.allow_hosts,
+        allow_origins=args.allow_origins,
+        trusted_proxies=args.trusted_proxies,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        send_timeout=args.send_timeout,
+        fsync=args.fsync,
+        analytics_js=args.analytics_js,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped; returns the exit code."""
     try:
@@ -83,6 +175,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from trackline.errors import ConfigError
+
+    try:
+        settings = settings_from(args)
+    except (ConfigError, OSError) as exc:
+        print(f"trackline collector: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -94,19 +193,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"trackline collector listening on {url} (database {args.db})", flush=True)
 
     try:
-        serve_forever(
-            args.db,
-            host=args.host,
-            port=args.port,
-            write_keys=args.write_keys,
-            header_timeout=args.header_timeout,
-            body_timeout=args.body_timeout,
-            fsync=args.fsync,
-            allow_origins=args.allow_origins,
-            analytics_js=args.analytics_js,
-            on_ready=ready,
-        )
-    except (OpenBindError, StorageError, OSError, ValueError) as exc:
+        serve_forever(settings, on_ready=ready)
+    except (OpenBindError, StorageError, OSError) as exc:
         print(f"trackline collector: {exc}", file=sys.stderr)
         return 1
     print("trackline collector stopped", flush=True)

@@ -8,7 +8,8 @@ trackline events --follow            # like tail -f: the live stream, or polling
 Reads the collector's `GET /api/events` (filters as its query parameters) and, to follow, its
 server-sent event stream `GET /api/stream`, filtered here the same way. The stream is opened
 before the listing is fetched, so no event falls between the two; one seen twice is printed
-once. A collector without `/api/stream` is polled instead.
+once. A collector without `/api/stream` is polled instead. A collector started with a read
+token wants it: `--read-token` or `TRACKLINE_READ_TOKEN`, sent as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="--follow without a live stream: seconds between polls (default: 1)",
     )
     parser.add_argument("--json", action="store_true", help="print each message as a JSON line")
+    parser.add_argument(
+        "--read-token",
+        metavar="TOKEN",
+        help="the collector's read token, if it has one (default: $TRACKLINE_READ_TOKEN)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -95,7 +101,12 @@ def run(args: argparse.Namespace) -> int:
     params = {name: getattr(args, name) for name in (*FILTERS, "event", "q")}
     params = {name: value for name, value in params.items() if value}
     printer = _Printer(args.json)
-    http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5.0, read=30.0))
+    token = args.read_token or os.environ.get("TRACKLINE_READ_TOKEN")
+    http = urllib3.PoolManager(
+        retries=False,
+        timeout=urllib3.Timeout(connect=5.0, read=30.0),
+        headers={"Authorization": f"Bearer {token}"} if token else None,
+    )
     try:
         stream = _open_stream(http, host) if args.follow else None
         listing = _fetch(http, host, {**params, "since": since, "limit": args.limit})

@@ -16,12 +16,15 @@ from __future__ import annotations
 from trackline.collector.access import OpenBindError
 from trackline.collector.app import create_app
 from trackline.collector.server import RunningCollector, run, serve, start
+from trackline.collector.settings import CollectorSettings, SettingsOptions
 from trackline.collector.store import SQLiteStore, Storage, StorageError, Store, open_store
 
 __all__ = [
+    "CollectorSettings",
     "OpenBindError",
     "RunningCollector",
     "SQLiteStore",
+    "SettingsOptions",
     "Storage",
     "StorageError",
     "Store",

@@ -1,5 +1,12 @@
 """The collector's HTTP API as a Starlette app: the Tracking API ingest routes, the read API,
-the live stream of new events, and JSON error answers for everything else."""
+the live stream of new events, and JSON error answers for everything else.
+
+Every route states who may use it. Before routing, the guard (`access.guard`) refuses a
+`Host` the collector does not answer to. Ingest then checks the `Origin`, and the write key
+before the body is read when it comes in a header; reads check the read token (or loopback);
+clearing needs a read, the collector's own origin and this machine. What a request may hold
+while it waits on the network (a body, a listing, a stream) is bounded by `limits`.
+"""
 
 from __future__ import annotations
 
@@ -8,82 +15,55 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from trackline.collector import browser, debugger
-from trackline.collector.access import WriteKeys, basic_auth_user, is_loopback
-from trackline.collector.cors import AllowedOrigins, CorsMiddleware
+from trackline.collector import answers, browser, debugger, limits
+from trackline.collector.access import (
+    Guard,
+    KeyIds,
+    basic_auth_user,
+    caller,
+    key_problem,
+)
+from trackline.collector.cors import CorsMiddleware
 from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
     MESSAGE_TYPES,
     SHORT_TYPES,
     BodyReader,
     RequestRejected,
-    format_timestamp,
     is_gzip,
     parse_batch,
     parse_single,
-    parse_timestamp,
     process,
 )
-from trackline.collector.live import Lagged, LiveEvent
-from trackline.collector.store import EventQuery, StorageError, Store, open_store
+from trackline.collector.reading import Reads
+from trackline.collector.settings import CollectorSettings, SettingsOptions, settings_of
+from trackline.collector.store import (
+    RowsRefused,
+    StorageError,
+    Store,
+    open_store,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_SECONDS: Final = 2
 #: Rows waiting for the writer beyond which new requests are shed with 503: bounds memory
 #: and how long an accepted request can wait for its commit (a few seconds of work).
 MAX_PENDING_ROWS: Final = 100_000
-#: Ingest requests being read, decoded and committed at once (each body up to 500 KB);
-#: beyond, 503, so a flood of large bodies cannot take all memory.
-MAX_REQUESTS_IN_FLIGHT: Final = 256
-#: `GET /api/events` returns at most this many events.
-MAX_EVENTS_LIMIT: Final = 10_000
-#: An idle live stream sends a comment this often, so proxies and browsers keep it open.
-KEEPALIVE_SECONDS: Final = 15.0
-
-_JSON: Final = "application/json"
-
-
-def _json(
-    document: object, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    return Response(orjson.dumps(document), status, headers, _JSON)
-
-
-def _error(
-    status: int, code: str, message: str, *, close: bool = False, retry_after: bool = False
-) -> Response:
-    headers = {}
-    if close:
-        headers["Connection"] = "close"
-    if retry_after:
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="trackline"'
-    return _json({"code": code, "message": message}, status, headers)
-
-
-def _flag(value: str | None) -> bool:
-    """A yes/no query parameter: absent, empty, `0` or `false` is no; `1` or `true` is yes."""
-    if value in (None, "", "0", "false"):
-        return False
-    if value in ("1", "true"):
-        return True
-    raise ValueError("must be 1 or 0 (true or false)")
+#: Bytes of a debugger login form read at most.
+_MAX_LOGIN_BYTES: Final = 4096
 
 
 def _unauthorized(key: str | None) -> RequestRejected:
@@ -95,21 +75,25 @@ def _unauthorized(key: str | None) -> RequestRejected:
 
 
 class _Collector:
-    """The state the routes share: the store, the accepted keys, the deadlines."""
+    """The state the routes share: the store, the access policies, the limits, the deadlines."""
 
-    def __init__(
-        self,
-        database: str | os.PathLike[str] | Store,
-        write_keys: Iterable[str],
-        body_timeout: float,
-        lock_timeout: float,
-    ) -> None:
-        self._database = database
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        policies = settings.policies()
+        self.keys = policies.write_keys
+        self.reads = policies.read_access
+        self.origins = policies.origins
+        self.policies = policies
+        self.body_timeout = settings.body_timeout
+        self._lock_timeout = settings.lock_timeout
+        database = settings.database
         self._storage = None if isinstance(database, str | os.PathLike) else database
-        self._lock_timeout = lock_timeout
-        self.keys = WriteKeys(write_keys)
-        self.body_timeout = body_timeout
-        self._in_flight = 0
+        self._key_ids: KeyIds | None = None
+        self._ingest_gate = limits.Gate(limits.INGEST_REQUESTS)
+        self._body_key_gate = limits.Gate(
+            limits.BODY_KEY_REQUESTS, limits.BODY_KEY_REQUESTS_PER_CLIENT
+        )
+        self.read_api = Reads(lambda: self.storage, self.reads, self.origins, self._lock_timeout)
 
     @property
     def storage(self) -> Store:
@@ -117,13 +101,29 @@ class _Collector:
             raise RuntimeError("the collector app has not started (no lifespan startup)")
         return self._storage
 
+    @property
+    def key_ids(self) -> KeyIds:
+        if self._key_ids is None:
+            self._key_ids = KeyIds(self.storage.key_secret)
+        return self._key_ids
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Open the store when the app owns it (created from a path), close it at shutdown."""
         owned = None
         if self._storage is None:
-            assert isinstance(self._database, str | os.PathLike)
-            owned = self._storage = open_store(self._database, lock_timeout=self._lock_timeout)
+            database = self.settings.database
+            assert isinstance(database, str | os.PathLike)
+            owned = self._storage = open_store(database, lock_timeout=self._lock_timeout)
+        if self.origins.any:
+            logger.warning(
+                "allow_origins '*': pages at every origin a browser opens may send events"
+            )
+        if self.policies.hosts.any:
+            logger.warning(
+                "allow_hosts '*': requests naming any host are answered (no defence "
+                "against DNS rebinding unless a proxy in front checks names)"
+            )
         try:
             yield
         finally:
@@ -133,13 +133,11 @@ class _Collector:
 
     # -- ingest --------------------------------------------------------------------------
 
-    async def _read_body(self, request: Request) -> bytes:
-        reader = BodyReader(gzip=is_gzip(request.headers.get("content-encoding")))
+    async def _read_body(self, request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes:
+        reader = BodyReader(gzip=is_gzip(request.headers.get("content-encoding")), limit=limit)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-            raise RequestRejected(
-                413, "body_too_large", f"the request body is over {MAX_REQUEST_BYTES} bytes"
-            )
+        if declared.isdigit() and int(declared) > limit:
+            raise RequestRejected(413, "body_too_large", f"the request body is over {limit} bytes")
         try:
             async with asyncio.timeout(self.body_timeout):
                 async for chunk in request.stream():
@@ -150,42 +148,74 @@ class _Collector:
             ) from None
         return reader.finish()
 
+    def _checked_key(self, key: object) -> str:
+        """`key` when it may write; raises 400 for a malformed key, 401 for a missing or
+        unknown one."""
+        if key is None or key == "":
+            raise _unauthorized(None)
+        problem = key_problem(key)
+        if problem is not None:
+            raise RequestRejected(400, "invalid_write_key", problem)
+        assert isinstance(key, str)
+        if not self.keys.accepts(key):
+            raise _unauthorized(key)
+        return key
+
+    def _header_key(self, header: str | None) -> str | None:
+        """The write key of a Basic `Authorization` header, checked; None without one (the
+        key may then be in the body)."""
+        if header is None:
+            return None
+        try:
+            key = basic_auth_user(header)
+        except ValueError as exc:
+            raise RequestRejected(400, "invalid_write_key", str(exc)) from None
+        return None if key is None else self._checked_key(key)
+
     async def ingest(
         self, request: Request, route_type: str | None, browser: bool = False
     ) -> Response:
         """`POST /v1/batch` and `/v1/import` (`route_type` None), or a single-message route
         (`/v1/track`, ...) whose type is `route_type`. `browser` marks analytics.js's routes
         (`/v1/b`, `/v1/t`, ...), whose messages get the sender's address as `context.ip`
-        when they carry none."""
-        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT:
-            return _error(503, "overloaded", "too many requests in progress", retry_after=True)
-        self._in_flight += 1
-        try:
-            return await self._ingest(request, route_type, browser)
-        finally:
-            self._in_flight -= 1
+        when they carry none.
 
-    async def _ingest(self, request: Request, route_type: str | None, browser: bool) -> Response:
+        A key in the header is checked before anything is read and before the request takes
+        a place: a wrong one costs nothing. A key in the body is known only once the body is
+        read, so such requests wait in a pool of their own with a share per client."""
+        who = caller(request)
+        if not self.origins.permits(who.headers, who.origin):
+            return answers.forbidden_origin()
+        try:
+            header_key = self._header_key(who.headers.get("authorization"))
+        except RequestRejected as exc:
+            return answers.rejected(exc)
+        if header_key is not None:
+            gate, client = self._ingest_gate, None
+        else:
+            gate, client = self._body_key_gate, who.address
+        if not gate.enter(client):
+            return answers.overloaded("requests")
+        try:
+            ip = who.address if browser else None
+            return await self._ingest(request, route_type, header_key, ip)
+        finally:
+            gate.leave(client)
+
+    async def _ingest(
+        self, request: Request, route_type: str | None, header_key: str | None, ip: str | None
+    ) -> Response:
         received_at = datetime.now(UTC)
         try:
-            header = request.headers.get("authorization")
-            try:
-                header_key = basic_auth_user(header) if header else None
-            except ValueError as exc:
-                raise RequestRejected(401, "unauthorized", str(exc)) from None
             body = await self._read_body(request)
-            if header_key is not None and not self.keys.accepts(header_key):
-                raise _unauthorized(header_key)
             envelope = parse_batch(body) if route_type is None else parse_single(body, route_type)
-            key = header_key if header_key is not None else envelope.write_key
-            if key is None or not self.keys.accepts(key):
-                raise _unauthorized(key)
-            ip = request.client.host if browser and request.client else None
-            processed = process(envelope, source=key, received_at=received_at, ip=ip)
+            key = header_key if header_key is not None else self._checked_key(envelope.write_key)
+            source = self.key_ids(key)
+            processed = process(envelope, source=source, received_at=received_at, ip=ip)
         except RequestRejected as exc:
             # A slow client is let go; an unread rest of a body refused for another reason is
             # discarded by the server (see server.py), so the client gets to read the answer.
-            return _error(exc.status, exc.code, exc.message, close=exc.status == 408)
+            return answers.rejected(exc)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it
         rejected = [
@@ -195,155 +225,79 @@ class _Collector:
         if processed.rows or rejected:
             storage = self.storage
             if storage.pending_rows > MAX_PENDING_ROWS:
-                return _error(503, "overloaded", "too many events waiting", retry_after=True)
+                return answers.error(503, "overloaded", "too many events waiting", retry_after=True)
             try:
                 async with asyncio.timeout(self._lock_timeout + 10.0):
                     result = await storage.submit(processed.rows, len(rejected))
-            except (StorageError, TimeoutError) as exc:
-                message = str(exc) or "the store did not commit in time"
-                return _error(503, "storage_unavailable", message, retry_after=True)
+            except RowsRefused:
+                return answers.error(
+                    400, "invalid_value", "the store cannot hold a value of this batch"
+                )
+            except (StorageError, TimeoutError):
+                return answers.unavailable()
             accepted, duplicates = result.accepted, result.duplicates
-        return _json({"accepted": accepted, "duplicates": duplicates, "rejected": rejected})
+        return answers.json_answer(
+            {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+        )
 
     # -- read ----------------------------------------------------------------------------
 
-    async def list_events(self, request: Request) -> Response:
-        """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
-        `meta=1` wraps each message with its row id and source (see `Store.events`)."""
-        params = request.query_params
-        try:
-            meta = _flag(params.get("meta"))
-        except ValueError as exc:
-            return _error(400, "invalid_parameter", f"meta {exc}")
-        try:
-            limit = int(params.get("limit", "100"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_EVENTS_LIMIT:
-            return _error(
-                400, "invalid_parameter", f"limit must be a whole number 1-{MAX_EVENTS_LIMIT}"
-            )
-        kind = params.get("type") or None
-        if kind is not None and kind not in MESSAGE_TYPES:
-            return _error(400, "invalid_parameter", f"type must be one of {sorted(MESSAGE_TYPES)}")
-        since = None
-        try:
-            moment = parse_timestamp(params.get("since") or None)
-        except ValueError as exc:
-            return _error(400, "invalid_parameter", f"since: {exc}")
-        if moment is not None:
-            since = format_timestamp(moment)
-        query = EventQuery(
-            type=kind,
-            user_id=params.get("user_id") or None,
-            anonymous_id=params.get("anonymous_id") or None,
-            event=params.get("event") or None,
-            source=params.get("source") or None,
-            q=params.get("q") or None,
-            since=since,
-            limit=limit,
-        )
-        events = await run_in_threadpool(functools.partial(self.storage.events, meta=meta), query)
-        return Response(b'{"events":' + events + b"}", media_type=_JSON)
-
-    async def get_event(self, request: Request) -> Response:
-        """`GET /api/events/{message_id}`."""
-        message_id = request.path_params["message_id"]
-        body = await run_in_threadpool(self.storage.event, message_id)
-        if body is None:
-            return _error(404, "not_found", f"no event with messageId {message_id!r}")
-        return Response(body, media_type=_JSON)
-
-    async def clear_events(self, request: Request) -> Response:
-        """`DELETE /api/events`: only from this machine, since it destroys data."""
-        client = request.client.host if request.client else None
-        if not is_loopback(client):
-            return _error(403, "forbidden", "the store can only be cleared from this machine")
-        try:
-            deleted = await run_in_threadpool(self.storage.clear, self._lock_timeout + 10.0)
-        except (StorageError, TimeoutError) as exc:
-            return _error(503, "storage_unavailable", str(exc), retry_after=True)
-        return _json({"deleted": deleted})
-
-    async def stats(self, request: Request) -> Response:
-        """`GET /api/stats`."""
-        stats = await run_in_threadpool(self.storage.stats)
-        return _json(
-            {
-                "events": stats.events,
-                "by_type": stats.by_type,
-                "by_source": stats.by_source,
-                "duplicates": stats.duplicates,
-                "rejected": stats.rejected,
-            }
-        )
-
     async def health(self, request: Request) -> Response:
-        """`GET /healthz`: 200 when the store takes a write now, else 503 (for load balancers)."""
+        """`GET /healthz`: 200 when the store takes a write now, else 503 (for load balancers).
+        Open to anyone who reaches the collector: it tells nothing but that."""
         try:
             async with asyncio.timeout(self._lock_timeout + 5.0):
                 await self.storage.submit([])
-        except (StorageError, TimeoutError) as exc:
-            message = str(exc) or "the store did not answer in time"
-            return _error(503, "storage_unavailable", message, retry_after=True)
-        return _json({"status": "ok"})
+        except (StorageError, TimeoutError):
+            return answers.unavailable()
+        return answers.json_answer({"status": "ok"})
 
-    async def stream(self, request: Request) -> Response:
-        """`GET /api/stream`: server-sent events, one per newly stored message (`id:` is its
-        row id, `data:` the stored message, or with `meta=1` the message wrapped as in
-        `GET /api/events?meta=1`); `event: lagged` when some were skipped."""
+    # -- the debugger's login ----------------------------------------------------------------
+
+    async def page_refusal(self, request: Request) -> Response | None:
+        """What `GET /` and `/debugger` answer instead of the page, or None to serve it."""
+        refusal = self.read_api.read_refusal(request)
+        if refusal is None:
+            return None
+        if refusal.status == 401:
+            return debugger.login_page(failed=request.query_params.get("login") == "failed")
+        return answers.rejected(refusal)
+
+    async def login(self, request: Request) -> Response:
+        """`POST /debugger/login` (the login page's form, `token=...`): with the right read
+        token, a cookie that lets this browser read; back to the page either way (303, so a
+        reload does not post again; relative, so it works under a proxy's path prefix)."""
+        who = caller(request)
+        if not self.origins.permits(who.headers, who.origin, admin=True):
+            return answers.forbidden_origin()
+        if not self.reads.token_required:
+            return RedirectResponse("../", status_code=303)
         try:
-            meta = _flag(request.query_params.get("meta"))
-        except ValueError as exc:
-            return _error(400, "invalid_parameter", f"meta {exc}")
-        frame = _meta_frame if meta else _frame
-        subscription = self.storage.hub.subscribe()
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield b"retry: 2000\n\n"
-                while True:
-                    news = await subscription.next(KEEPALIVE_SECONDS)
-                    if news is None:
-                        return
-                    if isinstance(news, Lagged):
-                        yield b'event: lagged\ndata: {"missed":%d}\n\n' % news.missed
-                    elif not news:
-                        yield b": keep-alive\n\n"
-                    else:
-                        yield b"".join(frame(event) for event in news)
-            finally:
-                subscription.close()
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-
-def _frame(event: LiveEvent) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (event.id, event.body.encode())
-
-
-def _meta_frame(event: LiveEvent) -> bytes:
-    return b'id: %d\ndata: {"id":%d,"source":%s,"message":%s}\n\n' % (
-        event.id,
-        event.id,
-        orjson.dumps(event.source),
-        event.body.encode(),
-    )
+            body = await self._read_body(request, limit=_MAX_LOGIN_BYTES)
+        except RequestRejected as exc:
+            return answers.rejected(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+        if not self.reads.matches(form.get("token", [""])[0]):
+            return RedirectResponse("../?login=failed", status_code=303)
+        answer = RedirectResponse("../", status_code=303)
+        answer.headers.append("Set-Cookie", self.reads.cookie(secure=who.secure))
+        return answer
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     document = {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}
-    return Response(orjson.dumps(document), exc.status_code, exc.headers, _JSON)
+    return answers.json_answer(document, exc.status_code, exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    return _error(500, "internal_error", "the collector failed; see its log")
+    # Answered outside the guard (Starlette's outermost layer), so it adds nosniff itself.
+    answer = answers.error(500, "internal_error", "the collector failed; see its log")
+    answer.headers["X-Content-Type-Options"] = "nosniff"
+    return answer
 
 
 #: The ingest routes by path: the message type a single-message route implies (None for a
@@ -368,28 +322,23 @@ def cross_origin_method(path: str) -> str | None:
 
 
 def create_app(
-    database: str | os.PathLike[str] | Store,
-    *,
-    write_keys: Iterable[str] = (),
-    body_timeout: float = 30.0,
-    lock_timeout: float = 5.0,
-    allow_origins: Iterable[str] = (),
-    analytics_js: str | os.PathLike[str] | None = None,
+    database: str | os.PathLike[str] | Store | CollectorSettings,
+    /,
+    **options: Unpack[SettingsOptions],
 ) -> Starlette:
-    """The collector as an ASGI app.
+    """The collector as an ASGI app, for any ASGI server.
 
-    `database` is a SQLite file path (the app opens it at startup and closes it at shutdown)
-    or an open `Store` the caller owns. With `write_keys`, only those keys may write (401
-    otherwise); with none, any non-empty key may, and it is recorded as the source. A request
-    body must arrive within `body_timeout` seconds (408 otherwise). A commit waits
-    `lock_timeout` seconds for a lock held elsewhere before the request gets 503.
-
-    Pages at `allow_origins` (`"https://shop.example"`, or `"*"` for any) may send events and
-    read the analytics.js settings from a browser (CORS). `analytics_js` is a file served as
-    `/analytics.js/v1/{writeKey}/analytics.min.js` (see `browser.py`).
+    `database` is a SQLite file path (the app opens it at startup and closes it at shutdown),
+    an open `Store` the caller owns, or `CollectorSettings`; keyword `options` set (or
+    override) the settings' fields. Pages at `allow_origins` may send events and read the
+    analytics.js settings from a browser (CORS); `analytics_js` is a file served as
+    `/analytics.js/v1/{writeKey}/analytics.min.js` (see `browser.py`). Under a server of your
+    own, turn its proxy headers off
+    (uvicorn: `proxy_headers=False`): `trusted_proxies` is how the collector believes them.
+    The header and send deadlines are carried by trackline's own server (`start`, `run`).
     """
-    origins = AllowedOrigins(allow_origins)
-    collector = _Collector(database, write_keys, body_timeout, lock_timeout)
+    settings = settings_of(database, options)
+    collector = _Collector(settings)
     routes = [
         Route(
             path,
@@ -398,22 +347,28 @@ def create_app(
         )
         for path, (kind, short) in INGEST_ROUTES.items()
     ]
-    routes += browser.routes(collector.keys, analytics_js)
+    routes += browser.routes(collector.keys, settings.analytics_js)
     routes += [
-        Route("/api/events", collector.list_events, methods=["GET"]),
-        Route("/api/events", collector.clear_events, methods=["DELETE"]),
-        Route("/api/events/{message_id:path}", collector.get_event, methods=["GET"]),
-        Route("/api/stats", collector.stats, methods=["GET"]),
-        Route("/api/stream", collector.stream, methods=["GET"]),
+        Route("/api/events", collector.read_api.list_events, methods=["GET"]),
+        Route("/api/events", collector.read_api.clear_events, methods=["DELETE"]),
+        Route("/api/events/{message_id:path}", collector.read_api.get_event, methods=["GET"]),
+        Route("/api/stats", collector.read_api.stats, methods=["GET"]),
+        Route("/api/stream", collector.read_api.stream, methods=["GET"]),
         Route("/healthz", collector.health, methods=["GET"]),
-        *debugger.routes(),
+        *debugger.routes(collector.page_refusal, collector.login),
     ]
     handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
+    policies = collector.policies
+    # The guard first: no answer at all (not even to a preflight) for a host it refuses.
+    middleware = [
+        Middleware(Guard, hosts=policies.hosts, clients=policies.clients),
+        Middleware(CorsMiddleware, origins=policies.origins, method_of=cross_origin_method),
+    ]
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         exception_handlers=handlers,
         lifespan=collector.lifespan,
-        middleware=[Middleware(CorsMiddleware, origins=origins, method_of=cross_origin_method)],
     )
     app.state.collector = collector
     return app

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from trackline.collector.access import WriteKeys
+from trackline.collector.access import WriteKeys, caller
 
 SETTINGS_PATH: Final = "/v1/projects/{write_key}/settings"
 LIBRARY_PATH: Final = "/analytics.js/v1/{write_key}/analytics.min.js"
@@ -67,7 +67,10 @@ async def _settings(request: Request, *, keys: WriteKeys) -> Response:
     write_key = request.path_params["write_key"]
     if not keys.accepts(write_key):
         return _not_found("unknown write key")
-    document = settings_document(write_key, str(request.base_url))
+    # The scheme and host the browser used: behind a trusted proxy, those it forwards.
+    seen = caller(request).request
+    base_url = f"{seen.scheme}://{seen.host}{request.scope.get('root_path', '')}/"
+    document = settings_document(write_key, base_url)
     return Response(orjson.dumps(document), headers=_HEADERS, media_type="application/json")
 
 

@@ -12,19 +12,18 @@ body or the `Authorization` header, never in a cookie.
 It decides what a browser may read or send after a preflight; it does not refuse requests. A
 request that needs no preflight (`navigator.sendBeacon` with a text body) reaches the routes
 whatever its origin, and refusing those from foreign origins is the job of the collector's
-origin policy.
+origin policy, `access.Origins`: the same object, so the origins CORS opens are exactly the
+origins whose writes are accepted.
 """
 
 from __future__ import annotations
 
-import logging
-import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 import orjson
 
-logger = logging.getLogger(__name__)
+from trackline.collector.access import Origins
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,61 +38,6 @@ ALLOWED_HEADERS: Final = "Authorization, Content-Type, Content-Encoding, X-Retry
 EXPOSED_HEADERS: Final = "Retry-After"
 #: Seconds a browser may keep a preflight's answer.
 MAX_AGE_SECONDS: Final = 600
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-ANY: Final = "*"
-
-
-def normalize_origin(value: str) -> str:
-    """An origin as browsers send it in `Origin`: lower-case scheme and host, the port only
-    when it is not the scheme's default, nothing after. Raises ValueError naming the problem."""
-    try:
-        parts = urllib.parse.urlsplit(value.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not an origin: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"{value!r} is not an origin: give scheme and host, http://host:port")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username is not None:
-        raise ValueError(f"{value!r} is not an origin: no path, query or user, only scheme://host")
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-class AllowedOrigins:
-    """The origins whose pages may use the collector from a browser. `*` allows every origin
-    (and is logged as a warning: any page on the internet a developer opens could then send
-    events); `[]` allows none, the default."""
-
-    def __init__(self, origins: Iterable[str] = ()) -> None:
-        if isinstance(origins, str):
-            raise TypeError("allow_origins must be a list of origins, not one string")
-        self.any = False
-        found: list[str] = []
-        for origin in origins:
-            if origin == ANY:
-                self.any = True
-            else:
-                found.append(normalize_origin(origin))
-        self.origins = frozenset(found)
-        if self.any:
-            logger.warning(
-                "allowing every origin (--allow-origin *): any web page open in a browser on a "
-                "machine that reaches this collector can send it events"
-            )
-
-    def __bool__(self) -> bool:
-        return self.any or bool(self.origins)
-
-    def allows(self, origin: str | None) -> bool:
-        """Whether a page at `origin` (an `Origin` header's value) may use the open routes."""
-        if not origin:
-            return False
-        return self.any or origin in self.origins
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -111,7 +55,7 @@ class CorsMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, origins: AllowedOrigins, method_of: Callable[[str], str | None]
+        self, app: ASGIApp, origins: Origins, method_of: Callable[[str], str | None]
     ) -> None:
         self.app = app
         self.origins = origins
@@ -129,7 +73,7 @@ class CorsMiddleware:
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
             await self._preflight(scope, send, origin, method)
             return
-        if not self.origins.allows(origin):
+        if not self._allows(origin):
             await self.app(scope, receive, send)
             return
         marks = [*self._allow(origin), (b"access-control-expose-headers", EXPOSED_HEADERS.encode())]
@@ -141,6 +85,10 @@ class CorsMiddleware:
 
         await self.app(scope, receive, marked)
 
+    def _allows(self, origin: str | None) -> bool:
+        # The page is on another origin than the collector's (or it would need no CORS).
+        return origin is not None and self.origins.allows(origin, None)
+
     def _allow(self, origin: str | None) -> list[tuple[bytes, bytes]]:
         if self.origins.any:
             return [(b"access-control-allow-origin", b"*")]
@@ -148,7 +96,7 @@ class CorsMiddleware:
         return [(b"access-control-allow-origin", str(origin).encode()), (b"vary", b"Origin")]
 
     async def _preflight(self, scope: Scope, send: Send, origin: str | None, method: str) -> None:
-        if not self.origins.allows(origin):
+        if not self._allows(origin):
             body = orjson.dumps(
                 {
                     "code": "origin_not_allowed",

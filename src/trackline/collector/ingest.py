@@ -108,8 +108,8 @@ class BodyReader:
                     raise _too_large(self._limit)
                 self._parts.append(out)
                 data = self._inflater.unconsumed_tail or self._inflater.unused_data
-        except zlib.error as exc:
-            raise RequestRejected(400, "invalid_gzip", f"the gzip body is corrupt: {exc}") from exc
+        except zlib.error:
+            raise RequestRejected(400, "invalid_gzip", "the gzip body is corrupt") from None
 
     def finish(self) -> bytes:
         """The whole (inflated) body; raises 400 when a gzip stream stopped in the middle."""
@@ -157,7 +157,8 @@ def decode_json(body: bytes) -> Any:
         try:
             return json.loads(body, parse_float=_parse_float, parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
-            raise RequestRejected(400, "invalid_json", f"the body is not JSON: {first}") from None
+            where = f" (line {first.lineno}, column {first.colno})" if first.lineno else ""
+            raise RequestRejected(400, "invalid_json", f"the body is not JSON{where}") from None
 
 
 def _envelope_field(body: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -221,6 +222,7 @@ class Row(NamedTuple):
     anonymous_id: str | None
     #: The track event's name, or the page or screen name: what the event was about.
     event: str | None
+    #: The key id of the write key the message came with (see `access.key_id`), never the key.
     source: str
     received_at: str
     timestamp: str
@@ -380,8 +382,11 @@ def _enrich(message: Any, request: _Request) -> Row:
     enriched["receivedAt"] = request.received
     try:
         body = orjson.dumps(enriched)
-    except (orjson.JSONEncodeError, TypeError) as exc:
-        raise _Invalid("invalid_value", f"a value cannot be stored as JSON: {exc}") from None
+    except (orjson.JSONEncodeError, TypeError):
+        raise _Invalid(
+            "invalid_value",
+            "a value cannot be stored as JSON (an unpaired surrogate, or a number no double holds)",
+        ) from None
     # Enrichment only adds to a message (writeKey aside), so a stored form within the limit
     # proves the message as sent was within it; only a large one is measured again.
     if len(body) > MAX_MESSAGE_BYTES:

@@ -18,12 +18,15 @@ from typing import Final
 
 #: Events a subscriber may have waiting before it is marked as lagging.
 DEFAULT_MAX_PENDING: Final = 10_000
+#: Characters of events a subscriber may have waiting before it is marked as lagging: events
+#: are up to 32 KB each, so a count alone would let one slow subscriber hold 300 MB.
+MAX_PENDING_CHARS: Final = 4 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LiveEvent:
     """A stored event: its row id in the store (increasing), its message JSON and its source
-    (the write key it came with, which the message itself no longer carries)."""
+    (the key id of the write key it came with)."""
 
     id: int
     body: str
@@ -45,6 +48,7 @@ class Subscription:
         self._loop = loop
         self._max_pending = max_pending
         self._pending: collections.deque[LiveEvent] = collections.deque()
+        self._pending_chars = 0
         self._missed = 0
         self._closed = False
         self._ready = asyncio.Event()
@@ -53,11 +57,17 @@ class Subscription:
         """Runs on the subscriber's loop."""
         if self._closed:
             return
-        if len(self._pending) + len(events) > self._max_pending:
+        chars = sum(len(event.body) for event in events)
+        if (
+            len(self._pending) + len(events) > self._max_pending
+            or self._pending_chars + chars > MAX_PENDING_CHARS
+        ):
             self._missed += len(self._pending) + len(events)
             self._pending.clear()
+            self._pending_chars = 0
         else:
             self._pending.extend(events)
+            self._pending_chars += chars
         self._ready.set()
 
     def _end(self) -> None:
@@ -92,6 +102,7 @@ class Subscription:
         if self._pending:
             events = list(self._pending)
             self._pending.clear()
+            self._pending_chars = 0
             return events
         return None if self._closed else []
 

@@ -7,6 +7,17 @@ one: the request line and headers must be complete within `header_timeout` of th
 opening (or of the previous response), or the connection is closed, with a 408 when part of a
 request had arrived. The body deadline lives in the app, around reading the body; the same
 `header_timeout` bounds the discarding of a body the app refused without reading it all.
+
+Nor does uvicorn bound how long a client may leave an answer unread: a listing or a live
+stream would wait on it forever, holding its place. The protocol closes a connection whose
+writes stay paused (the socket's buffers full) for `send_timeout`.
+
+The protocol subclasses uvicorn's `H11Protocol` and uses some of its internals (`conn`,
+`cycle`, `transport`, `loop`, `on_response_complete`, `send_400_response`): `pyproject.toml`
+admits only the uvicorn releases it was tested with (0.32.1 to 0.54), and
+`tests/collector/test_server.py` fails on one that changed them. uvicorn's own proxy header
+handling is off: the app believes `X-Forwarded-*` from `trusted_proxies` only, whatever
+`FORWARDED_ALLOW_IPS` says.
 """
 
 from __future__ import annotations
@@ -20,16 +31,22 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Final, Unpack
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from trackline.collector.access import WriteKeys, check_bind
+from trackline.collector.access import check_bind, is_loopback_bind
 from trackline.collector.app import create_app
 from trackline.collector.live import EventHub
+from trackline.collector.settings import (
+    DEFAULT_PORT,
+    CollectorSettings,
+    SettingsOptions,
+    settings_of,
+)
 from trackline.collector.store import Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -43,18 +60,27 @@ MAX_DRAIN_BYTES: Final = 16 * 1024 * 1024
 _TIMEOUT_BODY: Final = b'{"code":"request_timeout","message":"the request headers came too slowly"}'
 _TIMEOUT_RESPONSE: Final = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+    b"x-content-type-options: nosniff\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
+_BAD_REQUEST_BODY: Final = b'{"code":"bad_request","message":"the request is not valid HTTP/1.1"}'
+_BAD_REQUEST_RESPONSE: Final = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+    b"x-content-type-options: nosniff\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_BAD_REQUEST_BODY), _BAD_REQUEST_BODY)
 )
 
 
-def _protocol_class(header_timeout: float) -> type[H11Protocol]:
+def _protocol_class(header_timeout: float, send_timeout: float) -> type[H11Protocol]:
     """uvicorn's h11 protocol with deadlines for what uvicorn leaves unbounded: the request
-    line and headers, and the rest of a body the app answered without reading (after a 413,
-    say). uvicorn discards such a rest so the client can read the answer, instead of getting a
-    reset for closing on unread data; this bounds how long and how much it discards."""
+    line and headers, the rest of a body the app answered without reading (after a 413,
+    say), and an answer the client does not read. uvicorn discards such a rest so the client
+    can read the answer, instead of getting a reset for closing on unread data; this bounds
+    how long and how much it discards."""
 
     class DeadlineProtocol(H11Protocol):
         _timer: asyncio.TimerHandle | None = None
+        _send_timer: asyncio.TimerHandle | None = None
         _draining: int | None = None
         _drain_cycle: object = None
 
@@ -116,7 +142,33 @@ def _protocol_class(header_timeout: float) -> type[H11Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._send_unpaused()
             super().connection_lost(exc)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._send_timer is None:
+                self._send_timer = self.loop.call_later(send_timeout, self._send_late)
+
+        def resume_writing(self) -> None:
+            self._send_unpaused()
+            super().resume_writing()
+
+        def _send_unpaused(self) -> None:
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+                self._send_timer = None
+
+        def _send_late(self) -> None:
+            # The client took nothing for send_timeout: what is buffered would never drain,
+            # so the connection is dropped rather than closed after a flush.
+            self._send_timer = None
+            self.transport.abort()
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn's own answer to bytes that are not HTTP: the same, as JSON with nosniff.
+            self.transport.write(_BAD_REQUEST_RESPONSE)
+            self.transport.close()
 
     return DeadlineProtocol
 
@@ -168,35 +220,37 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _server(
-    storage: Store,
-    write_keys: Iterable[str],
-    header_timeout: float,
-    body_timeout: float,
-    lock_timeout: float,
-    allow_origins: Iterable[str],
-    analytics_js: str | os.PathLike[str] | None,
-) -> _Server:
-    app = create_app(
-        storage,
-        write_keys=write_keys,
-        body_timeout=body_timeout,
-        lock_timeout=lock_timeout,
-        allow_origins=allow_origins,
-        analytics_js=analytics_js,
-    )
+def _server(settings: CollectorSettings, storage: Store) -> _Server:
+    app = create_app(dataclasses.replace(settings, database=storage))
     config = uvicorn.Config(
         app,
-        http=_protocol_class(header_timeout),
+        http=_protocol_class(settings.header_timeout, settings.send_timeout),
         ws="none",
         loop="asyncio",
         lifespan="on",
         log_config=None,  # a library never configures logging
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # the app believes trusted_proxies only
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return _Server(config, storage.hub)
+
+
+def _open(settings: CollectorSettings) -> tuple[Store, bool]:
+    """The store `settings` name and whether this server owns it (opened it from a path)."""
+    policies = settings.policies()
+    check_bind(settings.host, policies.write_keys)
+    if not is_loopback_bind(settings.host) and not policies.read_access.token_required:
+        logger.info(
+            "listening on %s without a read token: only clients on this machine may read "
+            "(the API, the live stream, the debugger); --read-token lets others in",
+            settings.host,
+        )
+    database = settings.database
+    if isinstance(database, str | os.PathLike):
+        return open_store(database, lock_timeout=settings.lock_timeout, fsync=settings.fsync), True
+    return database, False
 
 
 @dataclasses.dataclass(eq=False)
@@ -207,6 +261,7 @@ class RunningCollector:
     storage: Store
     _server: _Server = dataclasses.field(repr=False)
     _thread: threading.Thread = dataclasses.field(repr=False)
+    _owns_storage: bool = dataclasses.field(default=True, repr=False)
 
     @property
     def port(self) -> int:
@@ -220,47 +275,39 @@ class RunningCollector:
         if self._thread.is_alive():
             self._server.force_exit = True
             self._thread.join(5.0)
-        self.storage.close()
+        if self._owns_storage:
+            self.storage.close()
 
 
 def start(
-    database: str | os.PathLike[str],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    write_keys: Iterable[str] = (),
-    header_timeout: float = 10.0,
-    body_timeout: float = 30.0,
-    lock_timeout: float = 5.0,
-    fsync: bool = False,
-    allow_origins: Iterable[str] = (),
-    analytics_js: str | os.PathLike[str] | None = None,
+    database: str | os.PathLike[str] | Store | CollectorSettings,
+    /,
+    **options: Unpack[SettingsOptions],
 ) -> RunningCollector:
-    """Serve a collector on `host`:`port` from a background thread, ready when this returns.
+    """Serve a collector from a background thread, ready when this returns.
 
-    Raises `OpenBindError` for a non-loopback `host` without `write_keys`, `StorageError` when
-    the database cannot be used, `OSError` when the address is taken or `analytics_js` cannot
-    be read, and `ValueError` for an `allow_origins` entry that is not an origin. See
-    `create_app` for `allow_origins` and `analytics_js`.
+    `database` is a SQLite file path, an open `Store` (the caller closes it) or
+    `CollectorSettings`; keyword `options` set (or override) the settings' fields. Without a
+    `port`, a free one is taken. Raises `OpenBindError` for a non-loopback `host` without
+    `write_keys`, `ConfigError` for a bad option, `StorageError` when the database cannot be
+    used, and `OSError` when the address is taken or `analytics_js` cannot be read.
     """
-    keys = tuple(write_keys)
-    check_bind(host, WriteKeys(keys))
-    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
+    settings = settings_of(database, options)
+    storage, owned = _open(settings)
     try:
         # The app first: an option it refuses must not leave a socket listening.
-        server = _server(
-            storage, keys, header_timeout, body_timeout, lock_timeout, allow_origins, analytics_js
-        )
-        sock = _listen(host, port)
+        server = _server(settings, storage)
+        sock = _listen(settings.host, settings.listening_port(0))
         url = _url(sock)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="trackline-collector", daemon=True
         )
         thread.start()
     except BaseException:
-        storage.close()
+        if owned:
+            storage.close()
         raise
-    running = RunningCollector(url, storage, server, thread)
+    running = RunningCollector(url, storage, server, thread, owned)
     deadline = time.monotonic() + _STARTUP_SECONDS
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
@@ -272,31 +319,12 @@ def start(
 
 @contextlib.contextmanager
 def serve(
-    database: str | os.PathLike[str],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    write_keys: Iterable[str] = (),
-    header_timeout: float = 10.0,
-    body_timeout: float = 30.0,
-    lock_timeout: float = 5.0,
-    fsync: bool = False,
-    allow_origins: Iterable[str] = (),
-    analytics_js: str | os.PathLike[str] | None = None,
+    database: str | os.PathLike[str] | Store | CollectorSettings,
+    /,
+    **options: Unpack[SettingsOptions],
 ) -> Iterator[RunningCollector]:
     """`start` a collector for the duration of a `with` block, then stop it gracefully."""
-    running = start(
-        database,
-        host=host,
-        port=port,
-        write_keys=write_keys,
-        header_timeout=header_timeout,
-        body_timeout=body_timeout,
-        lock_timeout=lock_timeout,
-        fsync=fsync,
-        allow_origins=allow_origins,
-        analytics_js=analytics_js,
-    )
+    running = start(database, **options)
     try:
         yield running
     finally:
@@ -304,32 +332,24 @@ def serve(
 
 
 def run(
-    database: str | os.PathLike[str],
+    database: str | os.PathLike[str] | Store | CollectorSettings,
+    /,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    write_keys: Iterable[str] = (),
-    header_timeout: float = 10.0,
-    body_timeout: float = 30.0,
-    lock_timeout: float = 5.0,
-    fsync: bool = False,
-    allow_origins: Iterable[str] = (),
-    analytics_js: str | os.PathLike[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
+    **options: Unpack[SettingsOptions],
 ) -> None:
     """Serve in the foreground until SIGINT/SIGTERM, then shut down gracefully: stop
     accepting, finish in-flight requests (each answered only after its commit), close the
-    store. `on_ready(url)` is called once the socket listens."""
-    keys = tuple(write_keys)
-    check_bind(host, WriteKeys(keys))
-    storage = open_store(database, lock_timeout=lock_timeout, fsync=fsync)
+    store. Takes what `start` takes; without a `port`, 8765. `on_ready(url)` is called once
+    the socket listens."""
+    settings = settings_of(database, options)
+    storage, owned = _open(settings)
     try:
-        server = _server(
-            storage, keys, header_timeout, body_timeout, lock_timeout, allow_origins, analytics_js
-        )
-        sock = _listen(host, port)
+        server = _server(settings, storage)
+        sock = _listen(settings.host, settings.listening_port(DEFAULT_PORT))
         if on_ready is not None:
             on_ready(_url(sock))  # connections wait in the listen backlog until served
         server.run(sockets=[sock])
     finally:
-        storage.close()
+        if owned:
+            storage.close()

@@ -3,6 +3,9 @@
 //
 // Every value from an event reaches the page through textContent, an attribute or a form
 // field's value, never as markup: a message is data written by whoever holds a write key.
+//
+// Sources are key ids (a few leading characters of the write key and a keyed hash): the
+// collector never stores or sends the keys themselves.
 "use strict";
 
 (() => {
@@ -133,10 +136,12 @@
     }
   }
 
-  /** A write key shown by its first few characters only: enough to tell sources apart. */
-  function mask(key) {
-    const chars = Array.from(key);
-    return `${chars.slice(0, Math.min(4, Math.floor(chars.length / 3))).join("")}••••`;
+  /** A collector with a read token answers 401 once this browser's login ran out: the
+   *  page itself then answers with the login form. */
+  function loginExpired(response) {
+    if (response.status !== 401) return false;
+    location.reload();
+    return true;
   }
 
   function receivedOf(message) {
@@ -192,8 +197,8 @@
       user.title = `anonymousId ${message.anonymousId}`;
     }
 
-    const source = el("span", "source", mask(entry.source));
-    source.title = "source write key (masked)";
+    const source = el("span", "source", String(entry.source));
+    source.title = "source: the write key's id";
 
     const time = el("time", "time", ago(receivedOf(message)));
     time.dateTime = receivedOf(message);
@@ -254,6 +259,7 @@
     const params = { ...state.filters, meta: "1", limit: String(MAX_ROWS) };
     try {
       const response = await fetch(apiUrl("api/events", params), { cache: "no-store" });
+      if (loginExpired(response)) return;
       const document_ = await response.json();
       if (generation !== state.generation) return;
       if (!response.ok) {
@@ -368,6 +374,7 @@
   async function refreshStats() {
     try {
       const response = await fetch(apiUrl("api/stats"), { cache: "no-store" });
+      if (loginExpired(response)) return;
       if (response.ok) state.stats = await response.json();
     } catch (error) {
       // The stream's reconnection reports the outage; counts catch up after it.
@@ -404,7 +411,7 @@
       sourceSelect.options[0].value = "";
     }
     for (const option of [...sourceSelect.options].slice(1)) {
-      option.textContent = `${mask(option.value)} (${(bySource[option.value] || 0).toLocaleString()})`;
+      option.textContent = `${option.value} (${(bySource[option.value] || 0).toLocaleString()})`;
     }
     sourceSelect.value = chosen;
   }
@@ -450,7 +457,7 @@
     badge.dataset.type = String(message.type);
     byId("detail-title").textContent = nameOf(message) || "(no name)";
     byId("detail-id").textContent = String(message.messageId);
-    byId("detail-source").textContent = mask(entry.source);
+    byId("detail-source").textContent = String(entry.source);
     byId("detail-received").textContent = receivedOf(message);
     const context = isObject(message.context) ? message.context : {};
     const page = isObject(context.page) ? context.page : {};

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import os
 
-from trackline.collector.store.base import EventQuery, Stats, StorageError, Store, WriteResult
+from trackline.collector.store.base import (
+    MAX_SCAN_ROWS,
+    EventQuery,
+    ReadTooCostly,
+    RowsRefused,
+    Stats,
+    StorageError,
+    Store,
+    WriteResult,
+)
 from trackline.collector.store.sqlite import SQLiteStore
 
 #: The SQLite store under the name earlier releases used.
@@ -22,7 +31,10 @@ def open_store(
 
 
 __all__ = [
+    "MAX_SCAN_ROWS",
     "EventQuery",
+    "ReadTooCostly",
+    "RowsRefused",
     "SQLiteStore",
     "Stats",
     "Storage",

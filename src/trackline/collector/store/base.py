@@ -5,15 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Generator, Sequence
+from typing import Final, Protocol
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub
 
+#: The `q` and `source` filters, which no index serves, look at the newest this many events
+#: (by row id) only: what one listing can cost does not grow with the store.
+MAX_SCAN_ROWS: Final = 50_000
+#: Seconds of database work one read may take (its answer's transfer not counted) before
+#: it is stopped with `ReadTooCostly`.
+READ_BUDGET_SECONDS: Final = 5.0
+
 
 class StorageError(Exception):
     """The store cannot take writes right now (locked, full, failing disk, closed)."""
+
+
+class RowsRefused(Exception):
+    """The store cannot hold a request's rows themselves (a value it has no room for): the
+    request failed alone, and sending it again cannot help."""
+
+
+class ReadTooCostly(Exception):
+    """A read was stopped after `READ_BUDGET_SECONDS` of database work."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,7 +42,8 @@ class WriteResult:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventQuery:
-    """Filters of `GET /api/events`; `since` is a timestamp in the stored form."""
+    """Filters of `GET /api/events`; `source` is a key id, `since` a timestamp in the stored
+    form; `q` and `source` look at the newest `MAX_SCAN_ROWS` events only."""
 
     type: str | None = None
     user_id: str | None = None
@@ -56,6 +73,13 @@ class Store(Protocol):
     hub: EventHub
 
     @property
+    def key_secret(self) -> bytes:
+        """Random bytes (32) made once when the store was created and kept in it, the same
+        for every process that opens the store: key ids (`access.key_id`) are keyed with
+        them, so every collector sharing the store names a write key the same way. A store
+        written before key ids existed has its raw keys rewritten to key ids when opened."""
+
+    @property
     def pending_rows(self) -> int:
         """Rows handed to the writer and not yet committed or failed."""
 
@@ -64,7 +88,11 @@ class Store(Protocol):
         """False when the last write failed (until one succeeds) or the store is closed."""
 
     def submit(self, rows: Sequence[Row], rejected: int = 0) -> asyncio.Future[WriteResult]:
-        """Write `rows` and count `rejected` messages from a coroutine; 200 only after this."""
+        """Write `rows` and count `rejected` messages from a coroutine; 200 only after this.
+
+        Fails with `StorageError` when the store cannot write (then nothing of the request is
+        stored), or `RowsRefused` when these rows alone cannot be stored: one request's rows
+        never fail the other requests committed with them."""
 
     def write(
         self, rows: Sequence[Row], rejected: int = 0, timeout: float | None = None
@@ -75,13 +103,24 @@ class Store(Protocol):
         """Delete every event and reset the counters; returns how many events there were."""
 
     def events(self, query: EventQuery, *, meta: bool = False) -> bytes:
-        """Stored messages matching `query`, newest first, as one JSON array."""
+        """Stored messages matching `query`, newest first, as one JSON array; with `meta`,
+        each is `{"id": row id, "source": key id, "message": {...}}`. The whole listing at
+        once: `event_pieces` for large ones."""
+
+    def event_pieces(
+        self, query: EventQuery, *, meta: bool = False
+    ) -> Generator[bytes, None, None]:
+        """What `events` returns, in pieces of tens of KB, so that a large listing is never
+        held whole (what the read API streams).
+
+        The reading starts with the first piece and holds a database connection until the
+        generator is exhausted or closed: close it. Raises `ReadTooCostly` past the budget."""
 
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
 
     def stats(self) -> Stats:
-        """Totals by type and by source, and the duplicate and rejected counts."""
+        """Totals by type and by source (key ids), and the duplicate and rejected counts."""
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Write what is queued, then stop; idempotent."""

@@ -9,8 +9,13 @@ releases the GIL and must win it back from the busy event loop thread: rows go i
 multi-row `INSERT` statements, not one call per row.
 
 A request is answered 200 only after its group committed (WAL, so a committed group survives
-a killed process); if the commit fails, every request of the group fails and nothing of it is
-stored, and the next group simply tries again.
+a killed process); if the commit fails because the database cannot write, every request of the
+group fails and nothing of it is stored, and the next group simply tries again. If it fails
+because of what some rows hold, each request is written again alone, so only the one that
+brought those rows fails.
+
+Reads stream: a listing goes out in pieces as SQLite produces its rows, so the largest answer
+costs a piece's memory, not its own size; and a read's database work has a time budget.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,11 +40,21 @@ import orjson
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
-from trackline.collector.store.base import EventQuery, Stats, StorageError, WriteResult
+from trackline.collector.store import sqlite_setup
+from trackline.collector.store.base import (
+    MAX_SCAN_ROWS,
+    READ_BUDGET_SECONDS,
+    EventQuery,
+    ReadTooCostly,
+    RowsRefused,
+    Stats,
+    StorageError,
+    WriteResult,
+)
+from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
 #: Rows per group commit at most, which bounds how long one transaction holds the write lock.
 MAX_GROUP_ROWS: Final = 20_000
 #: Rows per INSERT statement at most (SQLite also caps the number of parameters).
@@ -80,7 +96,16 @@ CREATE TABLE IF NOT EXISTS totals (
     rejected INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO totals (id, duplicates, rejected) VALUES (1, 0, 0);
+-- Values the store keeps about itself (the key id secret).
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 """
+#: Bytes of a listing gathered before they are handed on as one piece.
+_PIECE_BYTES: Final = 64 * 1024
+#: SQLite virtual machine steps between two looks at a read's time budget.
+_BUDGET_STEPS: Final = 1000
 
 _COLUMNS: Final = ", ".join(Row._fields)
 #: Adds the rows above a row id to the per-type, per-source counts, in one statement. Run in
@@ -145,6 +170,7 @@ class SQLiteStore:
         self._closed = False
         self._healthy = True
         self._conn: sqlite3.Connection | None = None
+        self._key_secret = b""
         self._conn = self._connect(create=True)
         self._thread = threading.Thread(
             target=self._run, name=f"trackline-storage:{self.path.name}", daemon=True
@@ -155,10 +181,12 @@ class SQLiteStore:
 
     def _connect(self, *, create: bool = False) -> sqlite3.Connection:
         try:
+            if create:
+                sqlite_setup.create_private(self.path)
             conn = sqlite3.connect(
                 self.path, timeout=self._lock_timeout, isolation_level=None, check_same_thread=False
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
         try:
             if create:
@@ -170,7 +198,9 @@ class SQLiteStore:
                     )
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._key_secret = sqlite_setup.key_secret(conn)
+                if version < SCHEMA_VERSION:
+                    sqlite_setup.upgrade(conn, self.path, self._key_secret)
             conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync else 'NORMAL'}")
             conn.execute("PRAGMA cache_size = -32768")
             conn.execute("PRAGMA journal_size_limit = 67108864")
@@ -184,13 +214,29 @@ class SQLiteStore:
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
-        """A short-lived read-only connection: WAL lets it read while the writer writes."""
-        conn = sqlite3.connect(self.path, timeout=self._lock_timeout, isolation_level=None)
+        """A short-lived read-only connection: WAL lets it read while the writer writes.
+
+        It may be used from several threads in turn (a streamed listing continues on whichever
+        worker thread is free), never from two at once."""
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._lock_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read {self.path}: {exc}") from exc
         try:
             conn.execute("PRAGMA query_only = 1")
             yield conn
         finally:
             conn.close()
+
+    @property
+    def key_secret(self) -> bytes:
+        """The store's key id secret (see `Store.key_secret`)."""
+        return self._key_secret
 
     # -- writing -------------------------------------------------------------------------
 
@@ -297,18 +343,42 @@ class SQLiteStore:
         try:
             outcomes = list(self._commit(group))
             self._healthy = True
-        except (sqlite3.Error, StorageError) as exc:
-            self._healthy = False
-            logger.warning("storage write failed (%d requests answered 503): %s", len(group), exc)
-            error = StorageError(f"storage unavailable: {exc}")
-            outcomes = [error] * len(group)
         except Exception as exc:
-            self._healthy = False
-            logger.exception("unexpected storage failure")
-            outcomes = [StorageError(f"storage failure: {exc!r}")] * len(group)
+            if _about_the_rows(exc):
+                outcomes = self._write_alone(group, exc)
+            else:
+                self._healthy = False
+                logger.warning(
+                    "storage write failed (%d requests answered 503): %s", len(group), exc
+                )
+                outcomes = [StorageError(f"storage unavailable: {exc}")] * len(group)
         with self._pending_lock:
             self._pending_rows -= sum(len(item.rows) for item in group)
         self._settle(group, outcomes)
+
+    def _write_alone(
+        self, group: list[_Write], first: Exception
+    ) -> list[WriteResult | BaseException]:
+        """After a group failed on what its rows hold: each request again, in its own commit,
+        so only the one that brought those rows fails."""
+        if len(group) == 1:
+            # The exception's text may quote the value: only its kind is logged.
+            logger.warning("a request's rows were refused by the store (%s)", type(first).__name__)
+            return [RowsRefused("the store cannot hold a value of this request")]
+        outcomes: list[WriteResult | BaseException] = []
+        for item in group:
+            try:
+                outcomes += self._commit([item])
+                self._healthy = True
+            except Exception as exc:
+                if _about_the_rows(exc):
+                    kind = type(exc).__name__
+                    logger.warning("a request's rows were refused by the store (%s)", kind)
+                    outcomes.append(RowsRefused("the store cannot hold a value of this request"))
+                else:
+                    self._healthy = False
+                    outcomes.append(StorageError(f"storage unavailable: {exc}"))
+        return outcomes
 
     def _commit(self, group: list[_Write]) -> list[WriteResult]:
         conn = self._writer()
@@ -409,7 +479,14 @@ class SQLiteStore:
 
     def events(self, query: EventQuery, *, meta: bool = False) -> bytes:
         """Stored messages matching `query`, newest first, as one JSON array; with `meta`,
-        each is `{"id": row id, "source": write key, "message": {...}}`."""
+        each is `{"id": row id, "source": key id, "message": {...}}`."""
+        return b"".join(self.event_pieces(query, meta=meta))
+
+    def event_pieces(
+        self, query: EventQuery, *, meta: bool = False
+    ) -> Generator[bytes, None, None]:
+        """`events` in pieces of about 64 KB; close the generator if it is not read to the
+        end (it holds a connection)."""
         clauses: list[str] = []
         params: list[object] = []
         for column in ("type", "user_id", "anonymous_id", "event", "source"):
@@ -424,16 +501,43 @@ class SQLiteStore:
             escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             clauses.append("body LIKE ? ESCAPE '\\'")
             params.append(f"%{escaped}%")
+        if query.q or query.source is not None:
+            # No index serves these: bound the rows they may scan (see MAX_SCAN_ROWS).
+            clauses.append("id > (SELECT coalesce(max(id), 0) FROM events) - ?")
+            params.append(MAX_SCAN_ROWS)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        # One aggregated row instead of one fetch per event (see the module docstring).
         item = _META_ITEM if meta else "body"
-        sql = (
-            "SELECT '[' || coalesce(group_concat(item, ','), '') || ']' FROM "
-            f"(SELECT {item} AS item FROM events {where} ORDER BY id DESC LIMIT ?)"
-        )
+        sql = f"SELECT {item} FROM events {where} ORDER BY id DESC LIMIT ?"
+        return self._listing(sql, (*params, query.limit))
+
+    def _listing(self, sql: str, params: Sequence[object]) -> Generator[bytes, None, None]:
+        budget = _Budget(READ_BUDGET_SECONDS)
         with self._reader() as conn:
-            (text,) = conn.execute(sql, (*params, query.limit)).fetchone()
-        return str(text).encode()
+            conn.set_progress_handler(budget.exceeded, _BUDGET_STEPS)
+            try:
+                budget.resume()
+                cursor = conn.execute(sql, params)
+                pieces = [b"["]
+                size = 1
+                separator = b""
+                while rows := cursor.fetchmany(128):
+                    for (item,) in rows:
+                        data = str(item).encode()
+                        pieces += (separator, data)
+                        size += len(data) + 1
+                        separator = b","
+                    if size >= _PIECE_BYTES:
+                        budget.pause()
+                        yield b"".join(pieces)
+                        budget.resume()
+                        pieces, size = [], 0
+                pieces.append(b"]")
+                budget.pause()
+                yield b"".join(pieces)
+            except sqlite3.OperationalError as exc:
+                if budget.spent:
+                    raise ReadTooCostly(f"stopped after {budget.limit} s") from None
+                raise StorageError(f"cannot read {self.path}: {exc}") from exc
 
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
@@ -493,6 +597,38 @@ def _resolve(future: Any, outcome: WriteResult | BaseException) -> None:
 def _resolve_all(settled: list[tuple[Any, Any]]) -> None:
     for future, outcome in settled:
         _resolve(future, outcome)
+
+
+def _about_the_rows(exc: Exception) -> bool:
+    """Whether a failed commit failed on what the rows hold (a value SQLite cannot take), not
+    on the database (locked, full, unreadable: OperationalError and its base)."""
+    if isinstance(exc, StorageError | sqlite3.OperationalError):
+        return False
+    return type(exc) is not sqlite3.DatabaseError
+
+
+class _Budget:
+    """Seconds of database work a read may take, counted only while the read runs (not while
+    its pieces wait for the client); SQLite's progress handler asks `exceeded`."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.spent = False
+        self._used = 0.0
+        self._since: float | None = None
+
+    def resume(self) -> None:
+        self._since = time.monotonic()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self._used += time.monotonic() - self._since
+            self._since = None
+
+    def exceeded(self) -> bool:
+        running = 0.0 if self._since is None else time.monotonic() - self._since
+        self.spent = self._used + running > self.limit
+        return self.spent
 
 
 def _attribute(group: list[_Write], new_ids: set[str]) -> list[WriteResult]:

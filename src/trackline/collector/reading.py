@@ -1,0 +1,267 @@
+"""The read API over HTTP: the listing of stored events (streamed), one event, the totals,
+the live stream, and clearing the store.
+
+Every route checks the read rule first (`access.reads`: the read token, else loopback only)
+and holds a place in a gate while it works (`limits`): a listing holds a database connection
+until its last piece is sent, a live stream its subscription until it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Final
+
+import anyio
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from trackline.collector import answers, limits
+from trackline.collector.access import Origins, ReadAccess, caller, is_loopback
+from trackline.collector.ingest import (
+    MESSAGE_TYPES,
+    RequestRejected,
+    format_timestamp,
+    parse_timestamp,
+)
+from trackline.collector.live import Lagged, LiveEvent
+from trackline.collector.store import EventQuery, ReadTooCostly, StorageError, Store
+
+#: `GET /api/events` returns at most this many events.
+MAX_EVENTS_LIMIT: Final = 10_000
+#: Longest `q=` text searched for.
+MAX_QUERY_CHARS: Final = 256
+#: An idle live stream sends a comment this often, so proxies and browsers keep it open.
+KEEPALIVE_SECONDS: Final = 15.0
+
+
+class Reads:
+    """The read routes of one collector; `store` gives the store once it is open."""
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        reads: ReadAccess,
+        origins: Origins,
+        lock_timeout: float,
+    ) -> None:
+        self._store = store
+        self.reads = reads
+        self.origins = origins
+        self._lock_timeout = lock_timeout
+        self._read_gate = limits.Gate(limits.READS, limits.READS_PER_CLIENT)
+        self._stream_gate = limits.Gate(limits.SUBSCRIBERS, limits.SUBSCRIBERS_PER_CLIENT)
+
+    @property
+    def storage(self) -> Store:
+        return self._store()
+
+    def read_refusal(self, request: Request) -> RequestRejected | None:
+        """Why `request` may not read (see `access.reads`), or None."""
+        who = caller(request)
+        return self.reads.refusal(who.headers, who.request.cookies, who.client)
+
+    @contextlib.asynccontextmanager
+    async def _reading(self, request: Request) -> AsyncIterator[Response | None]:
+        """Checks a read and holds a read place for the `with` block; yields the refusal to
+        answer instead, or None to go on."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            yield answers.rejected(refusal, challenge="Bearer")
+            return
+        client = caller(request).address
+        with self._read_gate.place(client) as entered:
+            yield None if entered else answers.overloaded("reads")
+
+    def _query(self, request: Request) -> tuple[EventQuery, bool]:
+        """The filters of `GET /api/events`; raises 400 naming a bad one."""
+        params = request.query_params
+        try:
+            meta = answers.flag(params.get("meta"))
+        except ValueError as exc:
+            raise RequestRejected(400, "invalid_parameter", f"meta {exc}") from None
+        try:
+            limit = int(params.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_EVENTS_LIMIT:
+            message = f"limit must be a whole number 1-{MAX_EVENTS_LIMIT}"
+            raise RequestRejected(400, "invalid_parameter", message)
+        kind = params.get("type") or None
+        if kind is not None and kind not in MESSAGE_TYPES:
+            message = f"type must be one of {sorted(MESSAGE_TYPES)}"
+            raise RequestRejected(400, "invalid_parameter", message)
+        q = params.get("q") or None
+        if q is not None and len(q) > MAX_QUERY_CHARS:
+            message = f"q must be at most {MAX_QUERY_CHARS} characters"
+            raise RequestRejected(400, "invalid_parameter", message)
+        try:
+            moment = parse_timestamp(params.get("since") or None)
+        except ValueError as exc:
+            raise RequestRejected(400, "invalid_parameter", f"since: {exc}") from None
+        query = EventQuery(
+            type=kind,
+            user_id=params.get("user_id") or None,
+            anonymous_id=params.get("anonymous_id") or None,
+            event=params.get("event") or None,
+            source=params.get("source") or None,
+            q=q,
+            since=None if moment is None else format_timestamp(moment),
+            limit=limit,
+        )
+        return query, meta
+
+    async def list_events(self, request: Request) -> Response:
+        """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
+        `meta=1` wraps each message with its row id and source (see `Store.events`). The
+        answer is streamed: the store hands it over in pieces (`Store.event_pieces`)."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return answers.rejected(refusal, challenge="Bearer")
+        try:
+            query, meta = self._query(request)
+        except RequestRejected as exc:
+            return answers.rejected(exc)
+        client = caller(request).address
+        if not self._read_gate.enter(client):
+            return answers.overloaded("reads")
+        pieces = self.storage.event_pieces(query, meta=meta)
+        try:
+            first = await run_in_threadpool(next, pieces)
+        except BaseException as exc:
+            self._read_gate.leave(client)
+            await run_in_threadpool(pieces.close)
+            if isinstance(exc, ReadTooCostly):
+                return answers.error(
+                    400,
+                    "query_too_costly",
+                    "this listing took too long; narrow it with type, user_id, event or since",
+                )
+            if isinstance(exc, StorageError):
+                return answers.unavailable()
+            raise
+        released = functools.partial(self._read_gate.leave, client)
+        return StreamingResponse(_listing(first, pieces, released), media_type=answers.JSON)
+
+    async def get_event(self, request: Request) -> Response:
+        """`GET /api/events/{message_id}`."""
+        async with self._reading(request) as refused:
+            if refused is not None:
+                return refused
+            message_id = request.path_params["message_id"]
+            body = await run_in_threadpool(self.storage.event, message_id)
+        if body is None:
+            return answers.error(404, "not_found", f"no event with messageId {message_id[:100]!r}")
+        return Response(body, media_type=answers.JSON)
+
+    async def clear_events(self, request: Request) -> Response:
+        """`DELETE /api/events`: a reader on this machine, from the collector's own page or an
+        allowed origin (never `*`), since it destroys data."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return answers.rejected(refusal, challenge="Bearer")
+        who = caller(request)
+        if not self.origins.permits(who.headers, who.origin, admin=True):
+            return answers.forbidden_origin()
+        if not is_loopback(who.client):
+            return answers.error(
+                403, "forbidden", "the store can only be cleared from this machine"
+            )
+        try:
+            deleted = await run_in_threadpool(self.storage.clear, self._lock_timeout + 10.0)
+        except (StorageError, TimeoutError):
+            return answers.unavailable()
+        return answers.json_answer({"deleted": deleted})
+
+    async def stats(self, request: Request) -> Response:
+        """`GET /api/stats`."""
+        async with self._reading(request) as refused:
+            if refused is not None:
+                return refused
+            stats = await run_in_threadpool(self.storage.stats)
+        return answers.json_answer(
+            {
+                "events": stats.events,
+                "by_type": stats.by_type,
+                "by_source": stats.by_source,
+                "duplicates": stats.duplicates,
+                "rejected": stats.rejected,
+            }
+        )
+
+    async def stream(self, request: Request) -> Response:
+        """`GET /api/stream`: server-sent events, one per newly stored message (`id:` is its
+        row id, `data:` the stored message, or with `meta=1` the message wrapped as in
+        `GET /api/events?meta=1`); `event: lagged` when some were skipped."""
+        refusal = self.read_refusal(request)
+        if refusal is not None:
+            return answers.rejected(refusal, challenge="Bearer")
+        try:
+            meta = answers.flag(request.query_params.get("meta"))
+        except ValueError as exc:
+            return answers.error(400, "invalid_parameter", f"meta {exc}")
+        client = caller(request).address
+        if not self._stream_gate.enter(client):
+            return answers.overloaded("live streams")
+        frame = _meta_frame if meta else _frame
+        subscription = self.storage.hub.subscribe()
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 2000\n\n"
+                while True:
+                    news = await subscription.next(KEEPALIVE_SECONDS)
+                    if news is None:
+                        return
+                    if isinstance(news, Lagged):
+                        yield b'event: lagged\ndata: {"missed":%d}\n\n' % news.missed
+                    elif not news:
+                        # A server that promises to raise on a send to a gone client (ASGI
+                        # 2.4) and does not would keep this stream forever: ask, at least here.
+                        if await request.is_disconnected():
+                            return
+                        yield b": keep-alive\n\n"
+                    else:
+                        yield b"".join(frame(event) for event in news)
+            finally:
+                subscription.close()
+                self._stream_gate.leave(client)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+async def _listing(
+    first: bytes, pieces: Generator[bytes, None, None], release: functools.partial[None]
+) -> AsyncIterator[bytes]:
+    """A listing's pieces wrapped as `{"events": [...]}`; each further piece is read on a
+    worker thread when the client has taken the one before. At the end (or when the client
+    went away) the read place is given back and the store's iterator closed."""
+    try:
+        yield b'{"events":' + first
+        while (piece := await run_in_threadpool(next, pieces, None)) is not None:
+            yield piece
+        yield b"}"
+    finally:
+        release()
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(pieces.close)
+
+
+def _frame(event: LiveEvent) -> bytes:
+    return b"id: %d\ndata: %s\n\n" % (event.id, event.body.encode())
+
+
+def _meta_frame(event: LiveEvent) -> bytes:
+    return b'id: %d\ndata: {"id":%d,"source":%s,"message":%s}\n\n' % (
+        event.id,
+        event.id,
+        orjson.dumps(event.source),
+        event.body.encode(),
+    )

@@ -1,0 +1,113 @@
+"""Preparing a SQLite store's file: created readable by its owner only, its key id secret made
+once, and a file an earlier release wrote brought up to the current schema.
+
+The events are personal data, so the database is created 0600 before SQLite opens it; SQLite
+gives its `-wal` and `-shm` files the database's mode. Schema 1 kept each event's raw write key
+in `source`: opening such a file rewrites every one to its key id, with SQLite's secure delete
+on (the old bytes are overwritten, not left in free space) and the write-ahead log truncated
+afterwards, and narrows the files to 0600 since the release that made them did not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Final
+
+from trackline.collector.access.keys import key_id
+
+logger = logging.getLogger(__name__)
+
+#: 2: key ids instead of write keys in `source`, and the `meta` table.
+SCHEMA_VERSION: Final = 2
+_SECRET_NAME: Final = "key_id_secret"
+_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+
+
+def create_private(path: Path) -> None:
+    """Create `path` as an empty file only its owner may read or write, unless it exists (or
+    names no file: SQLite's `:memory:`)."""
+    if str(path) == ":memory:":
+        return
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
+
+
+def narrow_modes(path: Path) -> None:
+    """Take group and other access away from the database and its side files."""
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in _SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("cannot make %s readable by its owner only: %s", file, exc)
+
+
+def key_secret(conn: sqlite3.Connection) -> bytes:
+    """The store's key id secret, made now if the store has none; the first process to
+    make one wins, every other reads that one."""
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+        (_SECRET_NAME, secrets.token_bytes(32)),
+    )
+    (secret,) = conn.execute("SELECT value FROM meta WHERE name = ?", (_SECRET_NAME,)).fetchone()
+    return bytes(secret)
+
+
+def upgrade(conn: sqlite3.Connection, path: Path, secret: bytes) -> None:
+    """Bring a store whose schema is older than `SCHEMA_VERSION` up to it; the tables of the
+    current schema exist already (created with `IF NOT EXISTS`)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have upgraded the file while this one waited for the lock.
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        rewritten = 0
+        if version < 2:
+            conn.execute("PRAGMA secure_delete = ON")
+            rewritten = _rewrite_sources(conn, secret)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute("PRAGMA secure_delete = OFF")
+    if version >= 2:
+        return
+    narrow_modes(path)
+    if rewritten:
+        # The old pages live on in the write-ahead log until a checkpoint copies the new ones
+        # over them; TRUNCATE also empties the log file.
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            logger.warning(
+                "%s: another process is reading; old write keys stay in %s-wal until the "
+                "next checkpoint",
+                path,
+                path.name,
+            )
+        logger.info("%s: %d events now name their source by key id", path, rewritten)
+
+
+def _rewrite_sources(conn: sqlite3.Connection, secret: bytes) -> int:
+    conn.create_function(
+        "trackline_key_id", 1, lambda source: key_id(secret, str(source)), deterministic=True
+    )
+    cursor = conn.execute("UPDATE events SET source = trackline_key_id(source)")
+    counts = conn.execute(
+        "SELECT type, trackline_key_id(source), sum(n) FROM event_counts GROUP BY 1, 2"
+    ).fetchall()
+    conn.execute("DELETE FROM event_counts")
+    conn.executemany("INSERT INTO event_counts (type, source, n) VALUES (?, ?, ?)", counts)
+    return cursor.rowcount
