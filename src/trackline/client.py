@@ -344,6 +344,20 @@ class Client:
         )
         return self._enqueue(mid, data)
 
+    # -- relays ------------------------------------------------------------------------------
+
+    def forward(self, data: bytes) -> bool:
+        """Queue one message that is already encoded, exactly as given.
+
+        For relays (the collector's `tracking-api` destination): `data` is the JSON of a
+        complete Spec message, `messageId`, timestamps and `context` included; nothing is
+        validated, added or re-encoded. It then goes the way the six calls' messages go:
+        batched, sent, retried, counted in `stats` and reported to `on_success`/`on_error`.
+        Returns False when it was dropped at once (buffer full, client shut down), which is
+        also reported. Internal: kept for the collector, not part of the public API.
+        """
+        return self._enqueue("", data) is not None
+
     # -- the path of an accepted message -----------------------------------------------------
 
     def _enqueue(self, message_id: str, data: bytes) -> str | None:

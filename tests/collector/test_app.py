@@ -253,6 +253,7 @@ def test_stats_shape(http: Http, collector: RunningCollector) -> None:
         "by_source": {source_of(collector, "key"): 2},
         "duplicates": 0,
         "rejected": 0,
+        "unroutable": 0,
     }
 
 

@@ -113,7 +113,7 @@ def test_a_schema_1_store_is_rewritten_to_key_ids(tmp_path: Path) -> None:
         assert listed.count(b'"messageId"') == OLD_ROWS // 3
         assert store.write(rows(OLD_ROWS, source=ids[1])) == WriteResult(1, 0)
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert {s for (s,) in conn.execute("SELECT source FROM events")} == set(ids)
     conn.close()
     for file in tmp_path.iterdir():

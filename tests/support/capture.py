@@ -14,8 +14,10 @@ import http.server
 import json
 import socket
 import struct
+import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -65,6 +67,8 @@ class CaptureServer:
         self.requests: list[Captured] = []
         self._script: list[Reply] = []
         self.default = Reply()
+        #: Decides the answer from the body before the script does, when set and not None.
+        self.rule: Callable[[bytes], Reply | None] | None = None
         self._lock = threading.Condition()
         self._closing = threading.Event()
         #: Answers wait while it is clear: a test holds them to see what goes on meanwhile.
@@ -108,6 +112,8 @@ class CaptureServer:
         with self._lock:
             if self.max_body is not None and len(body) > self.max_body:
                 return Reply(413, body=b'{"code":"body_too_large","message":"too large"}')
+            if self.rule is not None and (ruled := self.rule(body)) is not None:
+                return ruled
             if self._script:
                 return self._script.pop(0)
             return self.default
@@ -160,6 +166,11 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     owner: CaptureServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the collector under kill -9) is expected, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from trackline._version import __version__
 
 #: Subcommand modules, in the order `trackline --help` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "collector", "send", "importer", "events")
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "collector",
+    "send",
+    "importer",
+    "events",
+    "destinations",
+    "replay",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve FILE (analytics.js, e.g. from your node_modules) at "
         "/analytics.js/v1/{writeKey}/analytics.min.js, and the chunks beside it",
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="route stored events to the destinations this TOML file lists (README: Destinations)",
+    )
     limits = parser.add_argument_group("deadlines")
     limits.add_argument(
         "--header-timeout",
@@ -160,7 +165,17 @@ def settings_from(
         send_timeout=args.send_timeout,
         fsync=args.fsync,
         analytics_js=args.analytics_js,
+        destinations=_destinations(args),
     )
+
+
+def _destinations(args: argparse.Namespace) -> list[Any]:
+    """The destinations of `--config`, or none; raises `ConfigFileError` (one line)."""
+    if args.config is None:
+        return []
+    from trackline.collector.destinations import load
+
+    return load(args.config)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,10 +190,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from trackline.collector.destinations import ConfigFileError
     from trackline.errors import ConfigError
 
     try:
         settings = settings_from(args)
+    except ConfigFileError as exc:
+        print(f"trackline collector: {exc}", file=sys.stderr)
+        return 2
     except (ConfigError, OSError) as exc:
         print(f"trackline collector: {exc}", file=sys.stderr)
         return 1
@@ -191,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(f"trackline collector listening on {url} (database {args.db})", flush=True)
+        for destination in settings.destinations:
+            state = "" if destination.enabled else " (disabled)"
+            print(f"  destination {destination.name} ({destination.kind}){state}", flush=True)
 
     try:
         serve_forever(settings, on_ready=ready)

@@ -48,6 +48,33 @@ class CollectorError(Exception):
     """The collector could not be asked, or refused the question; the text says which."""
 
 
+def add_host_option(parser: argparse.ArgumentParser) -> None:
+    """`--host`, the collector asked (also for `trackline destinations` and `replay`)."""
+    parser.add_argument(
+        "--host",
+        metavar="URL",
+        help=f"the collector (default: $TRACKLINE_HOST, else {DEFAULT_COLLECTOR})",
+    )
+
+
+def add_since_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--since WHEN`, read by `parse_since`; `what` says what it keeps."""
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help=f"{what} received at or after WHEN: ISO 8601, or an age such as 30s, 10m, 2h, 7d",
+    )
+
+
+def unreachable(url: str, exc: Exception) -> CollectorError:
+    """The error for a collector that did not answer `url` at all."""
+    origin = url.split("/api/", 1)[0]
+    return CollectorError(
+        f"cannot reach the collector at {origin} ({type(exc).__name__}); "
+        "is `trackline collector` running?"
+    )
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `trackline events` to the command line."""
     parser = subparsers.add_parser(
@@ -56,21 +83,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Print the newest events a trackline collector stored, oldest first, "
         "as a table (or JSON lines). --follow keeps printing new events until Ctrl-C.",
     )
-    parser.add_argument(
-        "--host",
-        metavar="URL",
-        help=f"the collector (default: $TRACKLINE_HOST, else {DEFAULT_COLLECTOR})",
-    )
+    add_host_option(parser)
     parser.add_argument("--type", choices=TYPES_IN_ORDER, help="only this type")
     parser.add_argument("--user-id", metavar="ID", help="only this user")
     parser.add_argument("--anonymous-id", metavar="ID", help="only this anonymous id")
     parser.add_argument("--event", metavar="NAME", help="only this event (or page/screen) name")
     parser.add_argument("-q", dest="q", metavar="TEXT", help="only messages containing TEXT")
-    parser.add_argument(
-        "--since",
-        metavar="WHEN",
-        help="received at or after WHEN: ISO 8601, or an age such as 30s, 10m, 2h, 7d",
-    )
+    add_since_option(parser, "only events")
     parser.add_argument(
         "--limit", type=int, default=20, help="how many of the newest to list (default: 20)"
     )
@@ -184,11 +203,7 @@ def _get(http: urllib3.PoolManager, url: str, **options: Any) -> urllib3.BaseHTT
     try:
         return http.request("GET", url, **options)
     except urllib3.exceptions.HTTPError as exc:
-        origin = url.split("/api/", 1)[0]
-        raise CollectorError(
-            f"cannot reach the collector at {origin} ({type(exc).__name__}); "
-            "is `trackline collector` running?"
-        ) from None
+        raise unreachable(url, exc) from None
 
 
 def _fetch(

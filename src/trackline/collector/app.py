@@ -6,6 +6,9 @@ Every route states who may use it. Before routing, the guard (`access.guard`) re
 before the body is read when it comes in a header; reads check the read token (or loopback);
 clearing needs a read, the collector's own origin and this machine. What a request may hold
 while it waits on the network (a body, a listing, a stream) is bounded by `limits`.
+
+With destinations, ingest also queues each event's delivery jobs with it, and the app runs
+their routers while it serves (`trackline.collector.destinations`, `routes_destinations.py`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from trackline.collector import answers, browser, debugger, limits
+from trackline.collector import answers, browser, debugger, limits, routes_destinations
 from trackline.collector.access import (
     Guard,
     KeyIds,
@@ -37,6 +40,7 @@ from trackline.collector.access import (
     key_problem,
 )
 from trackline.collector.cors import CorsMiddleware
+from trackline.collector.destinations import Destinations
 from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
     MESSAGE_TYPES,
@@ -64,6 +68,8 @@ logger = logging.getLogger(__name__)
 MAX_PENDING_ROWS: Final = 100_000
 #: Bytes of a debugger login form read at most.
 _MAX_LOGIN_BYTES: Final = 4096
+#: Ingest requests in progress from which the destinations' routers yield to ingest.
+INGEST_BUSY_REQUESTS: Final = 2
 
 
 def _unauthorized(key: str | None) -> RequestRejected:
@@ -94,6 +100,10 @@ class _Collector:
             limits.BODY_KEY_REQUESTS, limits.BODY_KEY_REQUESTS_PER_CLIENT
         )
         self.read_api = Reads(lambda: self.storage, self.reads, self.origins, self._lock_timeout)
+        self.destinations = Destinations(settings.destinations)
+        self._route = self.destinations.routing.route if self.destinations else None
+        self._ingesting = 0
+        self.destinations.ingest_busy = lambda: self._ingesting >= INGEST_BUSY_REQUESTS
 
     @property
     def storage(self) -> Store:
@@ -124,9 +134,11 @@ class _Collector:
                 "allow_hosts '*': requests naming any host are answered (no defence "
                 "against DNS rebinding unless a proxy in front checks names)"
             )
+        self.destinations.start(self._storage)
         try:
             yield
         finally:
+            await run_in_threadpool(self.destinations.stop)
             if owned is not None:
                 owned.hub.close()
                 await run_in_threadpool(owned.close)
@@ -206,12 +218,28 @@ class _Collector:
         self, request: Request, route_type: str | None, header_key: str | None, ip: str | None
     ) -> Response:
         received_at = datetime.now(UTC)
+        self._ingesting += 1
+        try:
+            return await self._store_events(request, route_type, header_key, ip, received_at)
+        finally:
+            self._ingesting -= 1
+
+    async def _store_events(
+        self,
+        request: Request,
+        route_type: str | None,
+        header_key: str | None,
+        ip: str | None,
+        received_at: datetime,
+    ) -> Response:
         try:
             body = await self._read_body(request)
             envelope = parse_batch(body) if route_type is None else parse_single(body, route_type)
             key = header_key if header_key is not None else self._checked_key(envelope.write_key)
             source = self.key_ids(key)
-            processed = process(envelope, source=source, received_at=received_at, ip=ip)
+            processed = process(
+                envelope, source=source, received_at=received_at, ip=ip, route=self._route
+            )
         except RequestRejected as exc:
             # A slow client is let go; an unread rest of a body refused for another reason is
             # discarded by the server (see server.py), so the client gets to read the answer.
@@ -228,7 +256,7 @@ class _Collector:
                 return answers.error(503, "overloaded", "too many events waiting", retry_after=True)
             try:
                 async with asyncio.timeout(self._lock_timeout + 10.0):
-                    result = await storage.submit(processed.rows, len(rejected))
+                    result = await storage.submit(processed.rows, len(rejected), processed.routes)
             except RowsRefused:
                 return answers.error(
                     400, "invalid_value", "the store cannot hold a value of this batch"
@@ -236,6 +264,8 @@ class _Collector:
             except (StorageError, TimeoutError):
                 return answers.unavailable()
             accepted, duplicates = result.accepted, result.duplicates
+            if processed.routes and accepted:
+                self.destinations.wake(processed.routes)
         return answers.json_answer(
             {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
         )
@@ -336,6 +366,8 @@ def create_app(
     own, turn its proxy headers off
     (uvicorn: `proxy_headers=False`): `trusted_proxies` is how the collector believes them.
     The header and send deadlines are carried by trackline's own server (`start`, `run`).
+    Each stored event is queued for the `destinations` its `integrations` selects, and the
+    app runs their routers while it serves.
     """
     settings = settings_of(database, options)
     collector = _Collector(settings)
@@ -351,6 +383,7 @@ def create_app(
     routes += [
         Route("/api/events", collector.read_api.list_events, methods=["GET"]),
         Route("/api/events", collector.read_api.clear_events, methods=["DELETE"]),
+        *routes_destinations.routes(collector),
         Route("/api/events/{message_id:path}", collector.read_api.get_event, methods=["GET"]),
         Route("/api/stats", collector.read_api.stats, methods=["GET"]),
         Route("/api/stream", collector.read_api.stream, methods=["GET"]),

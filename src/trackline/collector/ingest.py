@@ -14,7 +14,7 @@ import json
 import math
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -31,7 +31,9 @@ from trackline.wire import parse_timestamp as parse_timestamp
 
 #: analytics.js posts one message to `/v1/` + the first letter of its type.
 SHORT_TYPES: Final = {kind[0]: kind for kind in MESSAGE_TYPES}
-_OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
+# `integrations` is not checked here: a malformed one is stored and routed nowhere (see
+# trackline.collector.destinations.routing), as Segment and RudderStack read it.
+_OBJECT_FIELDS: Final = ("properties", "traits", "context")
 _STRING_FIELDS: Final = (
     "userId",
     "anonymousId",
@@ -240,10 +242,17 @@ class Rejection:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Processed:
-    """The outcome of validating a request's messages: rows to store and rejections."""
+    """The outcome of validating a request's messages: rows to store and rejections, and
+    when `process` was given a `route`, each row's destinations (`routes[i]` for `rows[i]`)."""
 
     rows: list[Row]
     rejections: list[Rejection]
+    routes: list[tuple[str, ...] | None] | None = None
+
+
+#: Chooses a message's destinations from its type and its (merged) `integrations`; None when
+#: `integrations` is malformed.
+RouteFunction = Callable[[str, Any], tuple[str, ...] | None]
 
 
 class _Invalid(Exception):
@@ -303,6 +312,8 @@ def _check(message: Any, route_type: str | None) -> str:
 def _merged(outer: Mapping[str, Any] | None, inner: Any) -> Any:
     if not outer:
         return inner
+    if inner is not None and not isinstance(inner, dict):
+        return inner  # malformed: kept as sent, so it routes nowhere
     return {**outer, **inner} if inner else dict(outer)
 
 
@@ -408,17 +419,30 @@ def _enrich(message: Any, request: _Request) -> Row:
 
 
 def process(
-    envelope: Envelope, *, source: str, received_at: datetime, ip: str | None = None
+    envelope: Envelope,
+    *,
+    source: str,
+    received_at: datetime,
+    ip: str | None = None,
+    route: RouteFunction | None = None,
 ) -> Processed:
     """Validate and enrich every message of a request, keeping their order. With `ip` (the
     sender's address), a message whose `context` has no `ip` gets this one, as Segment does
-    for browser events."""
+    for browser events. With `route`, also choose each stored message's destinations."""
     request = _Request.of(envelope, source, received_at, ip)
     rows: list[Row] = []
     rejections: list[Rejection] = []
+    routes: list[tuple[str, ...] | None] | None = None if route is None else []
     for index, message in enumerate(envelope.messages):
         try:
             rows.append(_enrich(message, request))
         except _Invalid as exc:
             rejections.append(Rejection(index, exc.code, exc.message))
-    return Processed(rows, rejections)
+            continue
+        if routes is not None:
+            assert route is not None
+            integrations = message.get("integrations")
+            if envelope.integrations:
+                integrations = _merged(envelope.integrations, integrations)
+            routes.append(route(rows[-1].type, integrations))
+    return Processed(rows, rejections, routes)

@@ -157,9 +157,11 @@ class Reads:
             return answers.error(404, "not_found", f"no event with messageId {message_id[:100]!r}")
         return Response(body, media_type=answers.JSON)
 
-    async def clear_events(self, request: Request) -> Response:
-        """`DELETE /api/events`: a reader on this machine, from the collector's own page or an
-        allowed origin (never `*`), since it destroys data."""
+    def local_admin_refusal(self, request: Request, what: str) -> Response | None:
+        """The answer refusing an action that changes what the collector holds or does
+        (clearing, a replay), or None: it takes a reader on this machine, from the collector's
+        own page or an allowed origin (never `*`). `what` completes "... only from this
+        machine"."""
         refusal = self.read_refusal(request)
         if refusal is not None:
             return answers.rejected(refusal, challenge="Bearer")
@@ -167,9 +169,15 @@ class Reads:
         if not self.origins.permits(who.headers, who.origin, admin=True):
             return answers.forbidden_origin()
         if not is_loopback(who.client):
-            return answers.error(
-                403, "forbidden", "the store can only be cleared from this machine"
-            )
+            return answers.error(403, "forbidden", f"{what} only from this machine")
+        return None
+
+    async def clear_events(self, request: Request) -> Response:
+        """`DELETE /api/events`: a reader on this machine, from the collector's own page or an
+        allowed origin (never `*`), since it destroys data."""
+        refused = self.local_admin_refusal(request, "the store can be cleared")
+        if refused is not None:
+            return refused
         try:
             deleted = await run_in_threadpool(self.storage.clear, self._lock_timeout + 10.0)
         except (StorageError, TimeoutError):
@@ -189,6 +197,7 @@ class Reads:
                 "by_source": stats.by_source,
                 "duplicates": stats.duplicates,
                 "rejected": stats.rejected,
+                "unroutable": stats.unroutable,
             }
         )
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, TypedDict
 
 from trackline.collector.access import Clients, Hosts, Origins, ReadAccess, WriteKeys
+from trackline.collector.destinations.config import DestinationConfig
 from trackline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class CollectorSettings:
     - `fsync`: commits survive power loss, not only a crash (slower).
     - `analytics_js`: a file (analytics.js, from the user's node_modules) served at
       `/analytics.js/v1/{writeKey}/analytics.min.js`, with the chunks beside it.
+    - `destinations`: where stored events are routed (`trackline.collector.destinations`:
+      `load(path)` reads them from a config file).
     """
 
     database: str | os.PathLike[str] | Store
@@ -73,8 +76,10 @@ class CollectorSettings:
     lock_timeout: float = 5.0
     fsync: bool = False
     analytics_js: str | os.PathLike[str] | None = None
+    destinations: Sequence[DestinationConfig] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "destinations", tuple(self.destinations))
         for name in ("write_keys", "allow_hosts", "allow_origins", "trusted_proxies"):
             object.__setattr__(self, name, _strings(getattr(self, name), name))
         if not isinstance(self.host, str) or not self.host:
@@ -139,6 +144,7 @@ class SettingsOptions(TypedDict, total=False):
     lock_timeout: float
     fsync: bool
     analytics_js: str | os.PathLike[str] | None
+    destinations: Sequence[DestinationConfig]
 
 
 def settings_of(

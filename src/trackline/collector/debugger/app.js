@@ -1,5 +1,7 @@
 // The trackline debugger: lists the events a collector stored and adds new ones as its live
-// stream (GET api/stream, server-sent events) announces them.
+// stream (GET api/stream, server-sent events) announces them. With destinations configured, a
+// panel shows each destination's queue (GET api/destinations, polled), and an event's detail
+// shows where it stands with each destination (GET api/events/{id}/deliveries), kept current.
 //
 // Every value from an event reaches the page through textContent, an attribute or a form
 // field's value, never as markup: a message is data written by whoever holds a write key.
@@ -18,6 +20,14 @@
   const SEARCH_DELAY_MS = 200;
   /** Without a stream (an old collector, a proxy that buffers), list anyway after this. */
   const STREAM_GRACE_MS = 3000;
+  /** How often the destinations panel and an open event's deliveries are read again. */
+  const DESTINATIONS_MS = 1000;
+  const STATUS_LABELS = {
+    pending: "Pending",
+    retrying: "Retrying",
+    delivered: "Delivered",
+    failed: "Failed",
+  };
 
   const byId = (id) => document.getElementById(id);
   const list = byId("events");
@@ -43,6 +53,9 @@
     loaded: false,
     connected: false,
     generation: 0,
+    /** the collector's destinations, as GET api/destinations gave them */
+    destinations: [],
+    deliveriesFor: null,
   };
 
   function el(tag, className, text) {
@@ -439,6 +452,133 @@
     renderSources();
   }
 
+  // -- destinations ----------------------------------------------------------------------
+
+  async function refreshDestinations() {
+    try {
+      const response = await fetch(apiUrl("api/destinations"), { cache: "no-store" });
+      if (!response.ok) return;
+      const rows = await response.json();
+      if (Array.isArray(rows)) state.destinations = rows;
+    } catch (error) {
+      return; // the stream's reconnection reports the outage
+    }
+    renderDestinations();
+    if (state.selected) refreshDeliveries(state.selected);
+  }
+
+  function destinationState(row) {
+    if (!row.enabled) return "off";
+    if (row.down) return "down";
+    if (row.retrying) return "retrying";
+    if (row.failed) return "failed";
+    return "ok";
+  }
+
+  function renderDestinations() {
+    const panel = byId("destinations");
+    panel.hidden = state.destinations.length === 0;
+    const items = state.destinations.map((row) => {
+      const item = el("li", "destination");
+      item.dataset.name = String(row.name);
+      item.dataset.state = destinationState(row);
+      const head = el("div", "destination-head");
+      const kind = String(row.kind || "not configured");
+      const note = row.down ? " · down" : row.enabled ? "" : " · off";
+      head.append(
+        el("span", "dot"),
+        el("span", "destination-name", String(row.name)),
+        el("span", "destination-kind", kind + note),
+      );
+      const counts = el("dl", "destination-counts");
+      for (const key of ["delivered", "pending", "retrying", "failed"]) {
+        const value = Number(row[key]) || 0;
+        const term = el("dt", "", STATUS_LABELS[key]);
+        const figure = el("dd", "", value.toLocaleString());
+        figure.dataset.count = key;
+        counts.append(term, figure);
+      }
+      item.append(head, counts);
+      const notes = [];
+      if (row.down) notes.push("down: waiting for it to answer");
+      else if (!row.enabled) notes.push("disabled");
+      if (isText(row.last_error)) notes.push(`last error: ${row.last_error}`);
+      if (isText(row.last_success_at)) notes.push(`last success ${ago(row.last_success_at)}`);
+      item.title = notes.join("\n");
+      if (isText(row.last_error) && (row.retrying || row.failed || row.down)) {
+        item.append(el("p", "destination-error", row.last_error));
+      }
+      return item;
+    });
+    byId("destination-list").replaceChildren(...items);
+  }
+
+  /** Why an event went nowhere, when its `integrations` says so (the collector's rules). */
+  function routingNote(message) {
+    const integrations = message.integrations;
+    if (integrations === undefined || integrations === null) return "";
+    if (!isObject(integrations)) return "integrations is not an object: routed nowhere";
+    if ("All" in integrations && typeof integrations.All !== "boolean") {
+      return "integrations.All is not true or false: routed nowhere";
+    }
+    return "";
+  }
+
+  async function refreshDeliveries(entry) {
+    const section = byId("delivery");
+    if (state.destinations.length === 0) {
+      section.hidden = true;
+      return;
+    }
+    const messageId = String(entry.message.messageId);
+    state.deliveriesFor = messageId;
+    let rows = null;
+    try {
+      const path = `api/events/${encodeURIComponent(messageId)}/deliveries`;
+      const response = await fetch(apiUrl(path), { cache: "no-store" });
+      if (response.ok) rows = await response.json();
+    } catch (error) {
+      rows = null;
+    }
+    if (state.deliveriesFor !== messageId || !Array.isArray(rows)) return;
+    section.hidden = false;
+    const note = byId("delivery-note");
+    const table = byId("delivery-table");
+    note.hidden = rows.length > 0;
+    table.hidden = rows.length === 0;
+    note.textContent = routingNote(entry.message) || "Not routed to any destination.";
+    byId("delivery-rows").replaceChildren(
+      ...rows.map((row) => {
+        const line = el("tr");
+        line.dataset.destination = String(row.destination);
+        const status = el("span", "status-badge", STATUS_LABELS[row.status] || String(row.status));
+        status.dataset.status = String(row.status);
+        const statusCell = el("td");
+        statusCell.append(status);
+        if (isText(row.last_error)) {
+          statusCell.append(el("div", "delivery-error", row.last_error));
+        }
+        const delivered = el("td");
+        if (isText(row.delivered_at)) {
+          const time = el("time", "", ago(row.delivered_at));
+          time.dateTime = row.delivered_at;
+          time.title = row.delivered_at;
+          delivered.append(time);
+        } else {
+          delivered.textContent = "–";
+        }
+        line.append(
+          el("th", "", String(row.destination)),
+          statusCell,
+          el("td", "attempts", String(row.attempts)),
+          delivered,
+        );
+        line.firstChild.scope = "row";
+        return line;
+      }),
+    );
+  }
+
   // -- detail ----------------------------------------------------------------------------
 
   function select(id) {
@@ -464,6 +604,8 @@
     fact("page", page.url);
     fact("agent", context.userAgent);
     byId("json").textContent = JSON.stringify(message, null, 2);
+    byId("delivery").hidden = true;
+    refreshDeliveries(entry);
     detail.hidden = false;
     document.body.classList.add("has-detail");
     if (matchMedia("(max-width: 959px)").matches) byId("close").focus();
@@ -480,6 +622,7 @@
   function closeDetail() {
     const selected = state.selected;
     state.selected = null;
+    state.deliveriesFor = null;
     detail.hidden = true;
     document.body.classList.remove("has-detail");
     for (const row of list.querySelectorAll(".row[aria-current]")) {
@@ -564,6 +707,10 @@
     setInterval(updateTimes, 5000);
     connect();
     refreshStats();
+    refreshDestinations();
+    setInterval(() => {
+      if (!document.hidden) refreshDestinations();
+    }, DESTINATIONS_MS);
   }
 
   start();

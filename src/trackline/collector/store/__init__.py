@@ -1,6 +1,7 @@
 """The collector's store: one interface (`Store`), one engine per module.
 
-`sqlite.py` is the embedded default: one file, one writer thread with group commit.
+`sqlite.py` is the embedded default: one file, one writer thread with group commit;
+`sqlite_jobs.py` its delivery jobs. `jobs.py` holds the job values and rules every engine keeps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from trackline.collector.store.base import (
     Store,
     WriteResult,
 )
+from trackline.collector.store.jobs import (
+    DestinationCounts,
+    EventDelivery,
+    Job,
+    JobStatus,
+    Outcome,
+    Route,
+    Routes,
+    Settlement,
+    order_key,
+)
 from trackline.collector.store.sqlite import SQLiteStore
 
 #: The SQLite store under the name earlier releases used.
@@ -32,14 +44,23 @@ def open_store(
 
 __all__ = [
     "MAX_SCAN_ROWS",
+    "DestinationCounts",
+    "EventDelivery",
     "EventQuery",
+    "Job",
+    "JobStatus",
+    "Outcome",
     "ReadTooCostly",
+    "Route",
+    "Routes",
     "RowsRefused",
     "SQLiteStore",
+    "Settlement",
     "Stats",
     "Storage",
     "StorageError",
     "Store",
     "WriteResult",
     "open_store",
+    "order_key",
 ]

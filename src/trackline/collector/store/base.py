@@ -1,15 +1,23 @@
 """What every collector store engine shares: the values it takes and returns, its error, and
-the interface the app and the server use, so that an engine is chosen in one place."""
+the interface the app, the server and the destination routers use, so that an engine is
+chosen in one place. The delivery jobs' values and rules are in `jobs.py`."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Final, Protocol
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub
+from trackline.collector.store.jobs import (
+    DestinationCounts,
+    EventDelivery,
+    Job,
+    Routes,
+    Settlement,
+)
 
 #: The `q` and `source` filters, which no index serves, look at the newest this many events
 #: (by row id) only: what one listing can cost does not grow with the store.
@@ -64,6 +72,9 @@ class Stats:
     by_source: dict[str, int]
     duplicates: int
     rejected: int
+    #: Events stored with a malformed `integrations` (not an object, or `All` not a
+    #: boolean): routed to no destination.
+    unroutable: int = 0
 
 
 class Store(Protocol):
@@ -87,17 +98,26 @@ class Store(Protocol):
     def healthy(self) -> bool:
         """False when the last write failed (until one succeeds) or the store is closed."""
 
-    def submit(self, rows: Sequence[Row], rejected: int = 0) -> asyncio.Future[WriteResult]:
+    def submit(
+        self, rows: Sequence[Row], rejected: int = 0, routes: Routes | None = None
+    ) -> asyncio.Future[WriteResult]:
         """Write `rows` and count `rejected` messages from a coroutine; 200 only after this.
+
+        `routes[i]` names the destinations `rows[i]` is owed to: one job per name is written
+        in the same transaction, for rows stored now only (not for duplicates).
 
         Fails with `StorageError` when the store cannot write (then nothing of the request is
         stored), or `RowsRefused` when these rows alone cannot be stored: one request's rows
         never fail the other requests committed with them."""
 
     def write(
-        self, rows: Sequence[Row], rejected: int = 0, timeout: float | None = None
+        self,
+        rows: Sequence[Row],
+        rejected: int = 0,
+        timeout: float | None = None,
+        routes: Routes | None = None,
     ) -> WriteResult:
-        """Write `rows` from a plain thread and wait for the commit."""
+        """Write `rows` (and their jobs) from a plain thread and wait for the commit."""
 
     def clear(self, timeout: float | None = None) -> int:
         """Delete every event and reset the counters; returns how many events there were."""
@@ -121,6 +141,42 @@ class Store(Protocol):
 
     def stats(self) -> Stats:
         """Totals by type and by source (key ids), and the duplicate and rejected counts."""
+
+    # -- delivery jobs (see jobs.py for the rules) -----------------------------------------
+
+    def claim(self, destination: str, limit: int, lease: float) -> list[Job]:
+        """Up to `limit` due jobs of `destination`, oldest first, held for `lease` seconds.
+
+        Skips jobs another claim holds and jobs of a user whose earlier job is held or waits
+        for a retry. Raises `StorageError` when the store cannot be read."""
+
+    def settle(self, settlements: Sequence[Settlement], timeout: float | None = None) -> int:
+        """End claims in one transaction; returns how many were still held by their claim
+        (the others changed nothing). Raises `StorageError` when nothing could be written."""
+
+    def destination_counts(self) -> list[DestinationCounts]:
+        """Every destination that ever had a job: jobs by state, last error, last success."""
+
+    def deliveries(self, message_id: str) -> list[EventDelivery] | None:
+        """Where the event `message_id` stands with each destination it was queued for
+        (sorted by destination), or None when no such event is stored."""
+
+    def replay(
+        self,
+        destination: str,
+        *,
+        failed_only: bool = False,
+        since: str | None = None,
+        selects: Callable[[str], bool] | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Queue stored events for `destination` again; returns how many jobs were queued.
+
+        `failed_only`: its dead letters go back to the queue with attempts reset. Otherwise
+        every stored event that `selects` (given the stored JSON; None: all) approves and
+        that is not queued for the destination now gets a job (backfill or resend; a dead
+        letter among them is moved back). `since` (stored timestamp form) keeps events
+        received at or after it."""
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Write what is queued, then stop; idempotent."""

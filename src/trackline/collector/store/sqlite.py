@@ -16,6 +16,10 @@ brought those rows fails.
 
 Reads stream: a listing goes out in pieces as SQLite produces its rows, so the largest answer
 costs a piece's memory, not its own size; and a read's database work has a time budget.
+
+The same thread writes the delivery jobs (`sqlite_jobs.py`): an event's jobs go in with the
+event, and settlements ride in the next group commit with the requests. Claims only read, on a
+connection of their own, so they never wait for a group to commit.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,7 +44,7 @@ import orjson
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
-from trackline.collector.store import sqlite_setup
+from trackline.collector.store import sqlite_jobs, sqlite_setup
 from trackline.collector.store.base import (
     MAX_SCAN_ROWS,
     READ_BUDGET_SECONDS,
@@ -50,6 +54,14 @@ from trackline.collector.store.base import (
     Stats,
     StorageError,
     WriteResult,
+)
+from trackline.collector.store.jobs import (
+    DestinationCounts,
+    EventDelivery,
+    Job,
+    Route,
+    Routes,
+    Settlement,
 )
 from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
@@ -93,7 +105,8 @@ DROP TRIGGER IF EXISTS events_counted;
 CREATE TABLE IF NOT EXISTS totals (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     duplicates INTEGER NOT NULL,
-    rejected INTEGER NOT NULL
+    rejected INTEGER NOT NULL,
+    unroutable INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO totals (id, duplicates, rejected) VALUES (1, 0, 0);
 -- Values the store keeps about itself (the key id secret).
@@ -134,10 +147,29 @@ class _Write:
     rejected: int
     future: asyncio.Future[Any] | concurrent.futures.Future[Any]
     loop: asyncio.AbstractEventLoop | None
+    routes: Routes | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _Settle:
+    """Settlements, committed with the next group of writes."""
+
+    settlements: Sequence[Settlement]
+    future: concurrent.futures.Future[Any]
+    loop: None = None
+    rows: Sequence[Row] = ()
 
 
 @dataclasses.dataclass(slots=True)
 class _Clear:
+    future: concurrent.futures.Future[Any]
+
+
+@dataclasses.dataclass(slots=True)
+class _Call:
+    """Work that needs the writer thread alone (a claim, a replay): `run(conn)`."""
+
+    run: Callable[[sqlite3.Connection], Any]
     future: concurrent.futures.Future[Any]
 
 
@@ -169,6 +201,8 @@ class SQLiteStore:
         self._pending_rows = 0
         self._closed = False
         self._healthy = True
+        self._jobs = sqlite_jobs.SQLiteJobs()
+        self._claim_conn: sqlite3.Connection | None = None
         self._conn: sqlite3.Connection | None = None
         self._key_secret = b""
         self._conn = self._connect(create=True)
@@ -197,7 +231,7 @@ class SQLiteStore:
                         f"{self.path} was written by a newer trackline (schema {version})"
                     )
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
+                conn.executescript(_SCHEMA + sqlite_jobs.SCHEMA)
                 self._key_secret = sqlite_setup.key_secret(conn)
                 if version < SCHEMA_VERSION:
                     sqlite_setup.upgrade(conn, self.path, self._key_secret)
@@ -250,40 +284,59 @@ class SQLiteStore:
         """False when the last write failed (until one succeeds) or the store is closed."""
         return self._healthy and not self._closed
 
-    def _enqueue(self, item: _Write | _Clear) -> None:
+    def _enqueue(self, item: _Write | _Settle | _Clear | _Call) -> None:
         if self._closed:
             raise StorageError("the store is closed")
         if isinstance(item, _Write):
+            if item.routes is not None and len(item.routes) != len(item.rows):
+                raise ValueError("routes must have one entry per row")
             with self._pending_lock:
                 self._pending_rows += len(item.rows)
         self._queue.put(item)
 
-    def submit(self, rows: Sequence[Row], rejected: int = 0) -> asyncio.Future[WriteResult]:
-        """Write `rows` and count `rejected` messages, from a coroutine: await the result.
+    def submit(
+        self, rows: Sequence[Row], rejected: int = 0, routes: Routes | None = None
+    ) -> asyncio.Future[WriteResult]:
+        """Write `rows` (and one job per destination `routes[i]` names for `rows[i]`) and
+        count `rejected` messages, from a coroutine: await the result.
 
         The future fails with `StorageError` when the commit failed; nothing was stored then.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult] = loop.create_future()
         try:
-            self._enqueue(_Write(rows, rejected, future, loop))
+            self._enqueue(_Write(rows, rejected, future, loop, routes))
         except StorageError as exc:
             future.set_exception(exc)
         return future
 
     def write(
-        self, rows: Sequence[Row], rejected: int = 0, timeout: float | None = None
+        self,
+        rows: Sequence[Row],
+        rejected: int = 0,
+        timeout: float | None = None,
+        routes: Routes | None = None,
     ) -> WriteResult:
-        """Write `rows` from a plain thread and wait for the commit; raises `StorageError`."""
+        """Write `rows` (and their jobs) from a plain thread and wait for the commit; raises
+        `StorageError`."""
         future: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
-        self._enqueue(_Write(rows, rejected, future, None))
+        self._enqueue(_Write(rows, rejected, future, None, routes))
         return future.result(timeout)
 
     def clear(self, timeout: float | None = None) -> int:
-        """Delete every event and reset the counters; returns how many events there were."""
+        """Delete every event and job and reset the counters; returns how many events there
+        were."""
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._enqueue(_Clear(future))
         return future.result(timeout)
+
+    def _call(self, run: Callable[[sqlite3.Connection], Any], timeout: float | None) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._enqueue(_Call(run, future))
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise StorageError("the store did not answer in time") from None
 
     def _run(self) -> None:
         carry: object = None
@@ -295,15 +348,18 @@ class SQLiteStore:
             if isinstance(item, _Clear):
                 self._clear(item)
                 continue
-            assert isinstance(item, _Write)
-            group = [item]
+            if isinstance(item, _Call):
+                self._run_call(item)
+                continue
+            assert isinstance(item, _Write | _Settle)
+            group: list[_Write | _Settle] = [item]
             size = len(item.rows)
             while size < MAX_GROUP_ROWS:
                 try:
                     following = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if not isinstance(following, _Write):
+                if not isinstance(following, _Write | _Settle):
                     carry = following
                     break
                 group.append(following)
@@ -316,13 +372,17 @@ class SQLiteStore:
                 late = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(late, _Write):
-                self._settle([late], [closed])
-            elif isinstance(late, _Clear):
+            if isinstance(late, _Write | _Settle):
+                self._answer([late], [closed])
+            elif isinstance(late, _Clear | _Call):
                 _resolve(late.future, closed)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        with self._jobs.lock:
+            if self._claim_conn is not None:
+                self._claim_conn.close()
+                self._claim_conn = None
 
     def _writer(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -338,8 +398,8 @@ class SQLiteStore:
             conn.close()
             self._conn = None
 
-    def _write_group(self, group: list[_Write]) -> None:
-        outcomes: list[WriteResult | BaseException]
+    def _write_group(self, group: list[_Write | _Settle]) -> None:
+        outcomes: list[WriteResult | int | BaseException]
         try:
             outcomes = list(self._commit(group))
             self._healthy = True
@@ -354,18 +414,18 @@ class SQLiteStore:
                 outcomes = [StorageError(f"storage unavailable: {exc}")] * len(group)
         with self._pending_lock:
             self._pending_rows -= sum(len(item.rows) for item in group)
-        self._settle(group, outcomes)
+        self._answer(group, outcomes)
 
     def _write_alone(
-        self, group: list[_Write], first: Exception
-    ) -> list[WriteResult | BaseException]:
+        self, group: list[_Write | _Settle], first: Exception
+    ) -> list[WriteResult | int | BaseException]:
         """After a group failed on what its rows hold: each request again, in its own commit,
         so only the one that brought those rows fails."""
         if len(group) == 1:
             # The exception's text may quote the value: only its kind is logged.
             logger.warning("a request's rows were refused by the store (%s)", type(first).__name__)
             return [RowsRefused("the store cannot hold a value of this request")]
-        outcomes: list[WriteResult | BaseException] = []
+        outcomes: list[WriteResult | int | BaseException] = []
         for item in group:
             try:
                 outcomes += self._commit([item])
@@ -380,13 +440,17 @@ class SQLiteStore:
                     outcomes.append(StorageError(f"storage unavailable: {exc}"))
         return outcomes
 
-    def _commit(self, group: list[_Write]) -> list[WriteResult]:
+    def _commit(self, group: list[_Write | _Settle]) -> list[WriteResult | int]:
         conn = self._writer()
-        rows = [row for item in group for row in item.rows]
+        writes = [item for item in group if isinstance(item, _Write)]
+        rows = [row for item in writes for row in item.rows]
         live: list[LiveEvent] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            (last_id,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+            # AUTOINCREMENT: new ids follow the last one ever given, in insertion order.
+            (last_id,) = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()
             inserted = 0
             for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
                 part = rows[start : start + MAX_ROWS_PER_STATEMENT]
@@ -395,36 +459,52 @@ class SQLiteStore:
             if inserted:
                 conn.execute(_COUNT_NEW_ROWS, (last_id,))
             duplicates = len(rows) - inserted
-            rejected = sum(item.rejected for item in group)
-            if not rows and not rejected:
+            rejected = sum(item.rejected for item in writes)
+            new_ids: dict[str, int] | None = None
+            if duplicates and inserted:
+                new_ids = {
+                    message_id: row_id
+                    for row_id, message_id in self._newest(conn, "id, message_id", inserted)
+                }
+            unroutable = 0
+            if inserted and any(item.routes is not None for item in writes):
+                unroutable = self._jobs.enqueue(
+                    conn, rows, _routes(writes), _event_ids(rows, last_id, new_ids)
+                )
+            settles = [item for item in group if isinstance(item, _Settle)]
+            if not rows and not rejected and not settles:
                 # A health probe: prove a page can be written, not only that a lock is free.
                 conn.execute("UPDATE totals SET rejected = rejected")
-            elif duplicates or rejected:
+            elif duplicates or rejected or unroutable:
                 conn.execute(
-                    "UPDATE totals SET duplicates = duplicates + ?, rejected = rejected + ?",
-                    (duplicates, rejected),
+                    "UPDATE totals SET duplicates = duplicates + ?, rejected = rejected + ?, "
+                    "unroutable = unroutable + ?",
+                    (duplicates, rejected, unroutable),
                 )
-            new_ids: set[str] | None = None
-            if duplicates and inserted and len(group) > 1:
-                new_ids = {
-                    message_id for (message_id,) in self._newest(conn, "message_id", inserted)
-                }
             if inserted and self.hub.has_subscribers:
                 live = [
                     LiveEvent(row_id, body, source)
                     for row_id, body, source in self._newest(conn, "id, body, source", inserted)
                 ]
+            # Last, so that the claims' lock is held for as short a time as possible.
+            settled = [self._jobs.settle(conn, item.settlements) for item in settles]
             conn.execute("COMMIT")
         except BaseException:
+            self._jobs.rolled_back()
             self._abort(conn)
             raise
+        self._jobs.committed()
         if live:
             self.hub.publish(live)
-        if len(group) == 1:
-            return [WriteResult(inserted, duplicates)]
-        if not duplicates:
-            return [WriteResult(len(item.rows), 0) for item in group]
-        return _attribute(group, new_ids or set())
+        results = iter(settled)
+        if len(writes) == 1:
+            written: list[WriteResult] = [WriteResult(inserted, duplicates)]
+        elif not duplicates:
+            written = [WriteResult(len(item.rows), 0) for item in writes]
+        else:
+            written = _attribute(writes, set(new_ids or ()))
+        answers = iter(written)
+        return [next(answers) if isinstance(item, _Write) else next(results) for item in group]
 
     @staticmethod
     def _newest(conn: sqlite3.Connection, columns: str, count: int) -> list[list[Any]]:
@@ -452,7 +532,8 @@ class SQLiteStore:
                 (count,) = conn.execute("SELECT coalesce(sum(n), 0) FROM event_counts").fetchone()
                 conn.execute("DELETE FROM events")
                 conn.execute("DELETE FROM event_counts")
-                conn.execute("UPDATE totals SET duplicates = 0, rejected = 0")
+                conn.execute("UPDATE totals SET duplicates = 0, rejected = 0, unroutable = 0")
+                self._jobs.clear(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 self._abort(conn)
@@ -462,8 +543,28 @@ class SQLiteStore:
         else:
             item.future.set_result(count)
 
+    def _run_call(self, item: _Call) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = item.run(self._writer())
+        except (sqlite3.Error, StorageError) as exc:
+            self._jobs.rolled_back()
+            if self._conn is not None:
+                self._abort(self._conn)
+            item.future.set_exception(StorageError(f"storage unavailable: {exc}"))
+        except BaseException as exc:
+            logger.exception("unexpected storage failure")
+            if self._conn is not None:
+                self._abort(self._conn)
+            item.future.set_exception(StorageError(f"storage failure: {exc!r}"))
+        else:
+            item.future.set_result(result)
+
     @staticmethod
-    def _settle(group: list[_Write], outcomes: Sequence[WriteResult | BaseException]) -> None:
+    def _answer(
+        group: Sequence[_Write | _Settle], outcomes: Sequence[WriteResult | int | BaseException]
+    ) -> None:
         """Hand results back; one wake-up per event loop, not one per request."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
         for item, outcome in zip(group, outcomes, strict=True):
@@ -474,6 +575,84 @@ class SQLiteStore:
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve_all, settled)
+
+    # -- delivery jobs -------------------------------------------------------------------
+
+    def claim(self, destination: str, limit: int, lease: float) -> list[Job]:
+        """Up to `limit` due jobs of `destination`, oldest first, held for `lease` seconds
+        (see `Store.claim`), read on the claims' own connection."""
+        if self._closed:
+            raise StorageError("the store is closed")
+        try:
+            with self._jobs.lock:
+                if self._claim_conn is None:
+                    self._claim_conn = sqlite3.connect(
+                        self.path,
+                        timeout=self._lock_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    self._claim_conn.execute("PRAGMA query_only = 1")
+                conn = self._claim_conn
+            return self._jobs.claim(conn, destination, limit, lease)
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage unavailable: {exc}") from exc
+
+    def settle(self, settlements: Sequence[Settlement], timeout: float | None = None) -> int:
+        """End claims; committed with the next group of writes. Returns how many were still
+        held by their claim."""
+        if not settlements:
+            return 0
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._enqueue(_Settle(settlements, future))
+        try:
+            return future.result(self._lock_timeout + 30.0 if timeout is None else timeout)
+        except TimeoutError:
+            raise StorageError("the store did not commit the settlements in time") from None
+
+    def replay(
+        self,
+        destination: str,
+        *,
+        failed_only: bool = False,
+        since: str | None = None,
+        selects: Callable[[str], bool] | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Queue stored events for `destination` again (see `Store.replay`): a chunk at a
+        time, read and chosen on this thread, queued by the writer between group commits."""
+        queued = 0
+        after = -1
+        while True:
+            with self._reader() as conn:
+                candidates = self._jobs.replay_candidates(
+                    conn, destination, after, failed_only=failed_only, since=since
+                )
+            if not candidates:
+                return queued
+            after = candidates[-1][0]
+            chosen = [
+                (event_id, key)
+                for event_id, key, body in candidates
+                if failed_only or selects is None or selects(body)
+            ]
+            if chosen:
+                queued += int(
+                    self._call(
+                        functools.partial(self._jobs.requeue, name=destination, chosen=chosen),
+                        timeout,
+                    )
+                )
+
+    def destination_counts(self) -> list[DestinationCounts]:
+        """Every destination that ever had a job: its jobs by state, last error and success."""
+        with self._reader() as conn:
+            return sqlite_jobs.destination_counts(conn)
+
+    def deliveries(self, message_id: str) -> list[EventDelivery] | None:
+        """Where the event `message_id` stands with each destination, or None if unknown."""
+        with self._reader() as conn:
+            return sqlite_jobs.deliveries(conn, message_id)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -551,15 +730,15 @@ class SQLiteStore:
         """Totals by type and by source, and the duplicate and rejected counts."""
         with self._reader() as conn:
             counts = conn.execute("SELECT type, source, n FROM event_counts").fetchall()
-            duplicates, rejected = conn.execute(
-                "SELECT duplicates, rejected FROM totals"
+            duplicates, rejected, unroutable = conn.execute(
+                "SELECT duplicates, rejected, unroutable FROM totals"
             ).fetchone()
         by_type: dict[str, int] = {}
         by_source: dict[str, int] = {}
         for kind, source, n in counts:
             by_type[kind] = by_type.get(kind, 0) + n
             by_source[source] = by_source.get(source, 0) + n
-        return Stats(sum(by_type.values()), by_type, by_source, duplicates, rejected)
+        return Stats(sum(by_type.values()), by_type, by_source, duplicates, rejected, unroutable)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -583,7 +762,7 @@ class SQLiteStore:
         return f"SQLiteStore({str(self.path)!r})"
 
 
-def _resolve(future: Any, outcome: WriteResult | BaseException) -> None:
+def _resolve(future: Any, outcome: object) -> None:
     if future.done():  # the waiter gave up (timeout or cancelled)
         return
     if isinstance(future, concurrent.futures.Future) and not future.set_running_or_notify_cancel():
@@ -597,6 +776,28 @@ def _resolve(future: Any, outcome: WriteResult | BaseException) -> None:
 def _resolve_all(settled: list[tuple[Any, Any]]) -> None:
     for future, outcome in settled:
         _resolve(future, outcome)
+
+
+def _routes(writes: Sequence[_Write]) -> list[Route | None]:
+    """The writes' routes, one per row; rows written without routes go nowhere."""
+    routes: list[Route | None] = []
+    for item in writes:
+        routes += [()] * len(item.rows) if item.routes is None else item.routes
+    return routes
+
+
+def _event_ids(
+    rows: Sequence[Row], last_id: int, new_ids: dict[str, int] | None
+) -> list[int | None]:
+    """Each row's new event id, None where the row was not stored (a duplicate). Without
+    duplicates the new ids are consecutive from `last_id`; with some, `new_ids` has them and
+    a messageId repeated within the group belongs to its first row."""
+    if new_ids is None:
+        return list(range(last_id + 1, last_id + 1 + len(rows)))
+    ids: list[int | None] = []
+    for row in rows:
+        ids.append(new_ids.pop(row.message_id, None))
+    return ids
 
 
 def _about_the_rows(exc: Exception) -> bool:

@@ -22,8 +22,9 @@ from trackline.collector.access.keys import key_id
 
 logger = logging.getLogger(__name__)
 
-#: 2: key ids instead of write keys in `source`, and the `meta` table.
-SCHEMA_VERSION: Final = 2
+#: 2: key ids instead of write keys in `source`, and the `meta` table. 3: the delivery jobs
+#: (`sqlite_jobs.SCHEMA`, created with the other tables) and `totals.unroutable`.
+SCHEMA_VERSION: Final = 3
 _SECRET_NAME: Final = "key_id_secret"
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
@@ -75,6 +76,10 @@ def upgrade(conn: sqlite3.Connection, path: Path, secret: bytes) -> None:
         if version < 2:
             conn.execute("PRAGMA secure_delete = ON")
             rewritten = _rewrite_sources(conn, secret)
+        if version < 3:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(totals)")}
+            if "unroutable" not in columns:
+                conn.execute("ALTER TABLE totals ADD COLUMN unroutable INTEGER NOT NULL DEFAULT 0")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

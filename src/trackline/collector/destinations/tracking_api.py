@@ -1,0 +1,123 @@
+"""The `tracking-api` kind: forward events to Segment, or to any Tracking API (another trackline
+collector, RudderStack, Jitsu), through trackline's own client engine.
+
+The engine (`trackline.Client`: batches under the wire limits, gzip, 413 splits, short-term
+retries with Retry-After, exact accounting) takes each stored message as it is, through
+`Client.forward`: `messageId`, `timestamp`, `context`, `integrations` and every other field go
+unchanged. Only the fields a hop sets for itself are left out: `receivedAt` (the receiver sets
+its own) and `sentAt`. A receiver corrects clock skew as `receivedAt - (sentAt - timestamp)`:
+the message's own `sentAt` would shift `timestamp` by the time the event spent queued here, and
+the batch's fresh one by the hop's network time. Without any `sentAt` the receiver keeps
+`timestamp` exactly as it was corrected here, once, against the original sender's clock.
+
+The engine's own retries cover a blip; anything longer comes back as a retry result, and the
+router's policy (backoff, retry window, waiting out an outage) takes over.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+
+from trackline.client import Client
+from trackline.collector.destinations.config import TrackingApiSettings
+from trackline.collector.destinations.sender import DELIVERED, Result, Verdict
+from trackline.collector.store import Job
+from trackline.errors import DeliveryError
+from trackline.stats import DropReason
+from trackline.transport import HttpTransport, Response
+
+#: Drop reasons that mean the receiver refused the message for good.
+_REFUSED: Final = frozenset({DropReason.REJECTED, DropReason.UNAUTHORIZED, DropReason.TOO_LARGE})
+#: Fields a hop sets for itself, left out of what is forwarded.
+_HOP_FIELDS: Final = ("receivedAt", "sentAt")
+_SENT_AT: Final = b',"sentAt":"'
+
+
+class RelayTransport(HttpTransport):
+    """The client's HTTP transport, posting batches without the envelope's `sentAt` (see the
+    module docstring); a body of another shape goes as it is."""
+
+    def post(self, path: str, body: bytes | bytearray) -> Response:
+        cut = body.rfind(_SENT_AT)
+        if (
+            cut > 0
+            and body.endswith(b'"}')
+            and body.find(b'"', cut + len(_SENT_AT)) == len(body) - 2
+        ):
+            body = body[:cut] + b"}"
+        return super().post(path, body)
+
+
+def forwarded(body: str) -> bytes:
+    """The stored message as it is forwarded (see the module docstring)."""
+    message = orjson.loads(body)
+    for field in _HOP_FIELDS:
+        message.pop(field, None)
+    return orjson.dumps(message)
+
+
+class TrackingApiSender:
+    """Forwards through one `Client`: its `on_error` callback names each message dropped,
+    and once `flush()` says all of them are settled, every other one was delivered (so no
+    `on_success`, which would decode every delivered message)."""
+
+    def __init__(self, settings: TrackingApiSettings, *, timeout: float, batch_size: int) -> None:
+        delivery_timeout = max(30.0, 3 * timeout)
+        self._wait = delivery_timeout + timeout + 5.0
+        self._lock = threading.Lock()
+        self._outcomes: dict[str, Result] = {}
+        workers = 4
+        self._client = Client(
+            settings.write_key,
+            host=settings.host,
+            transport=RelayTransport(
+                settings.host,
+                settings.write_key,
+                timeout=timeout,
+                gzip=settings.gzip,
+                connections=workers,
+            ),
+            timeout=timeout,
+            max_queue_size=max(10_000, 2 * batch_size),
+            max_queue_bytes=256 * 1024 * 1024,
+            workers=workers,
+            max_retries=3,
+            delivery_timeout=delivery_timeout,
+            backoff_base=0.5,
+            backoff_cap=5.0,
+            on_error=self._dropped,
+            shutdown_timeout=1.0,
+        )
+
+    def _dropped(self, error: DeliveryError, messages: list[dict[str, Any]]) -> None:
+        if error.reason in _REFUSED:
+            result = Result(Verdict.FAILED, str(error))
+        else:
+            result = Result(Verdict.RETRY, str(error), answered=error.status is not None)
+        with self._lock:
+            for message in messages:
+                self._outcomes[message["messageId"]] = result
+
+    def send(self, jobs: Sequence[Job]) -> list[Result]:
+        for job in jobs:
+            self._client.forward(forwarded(job.body))
+        finished = self._client.flush(self._wait)
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, {}
+        # Not reported dropped: delivered if the flush finished, else not known yet.
+        otherwise = (
+            DELIVERED
+            if finished
+            else Result(Verdict.RETRY, "no answer within the delivery deadline", answered=False)
+        )
+        return [outcomes.get(job.message_id, otherwise) for job in jobs]
+
+    def idle(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._client.shutdown(timeout=1.0)
