@@ -9,6 +9,13 @@ call until the last event was counted, and the whole process's CPU seconds over 
 RSS, queue `--events` more, take the RSS again: the growth per accepted event is what a queued
 event costs while the API is down.
 
+`outage` mode: the same with every library's default settings, `--target down` (connections
+refused) or `hole` (accepted, never answered), and more events than a default queue holds: each
+library holds what its queue and its batches in flight take, drops the rest, and the RSS growth
+per event held (accepted, since nothing can be delivered) is what an outage costs. Workers
+that took batches keep them in flight, retrying: this is where a batch held twice (its messages
+and its body) shows.
+
 The receiving end is the counting sink (`bench.sink`, control URL `--sink`) or the collector
 (`--collector`, its `/api/stats`). The library `baseline` calls a function that does nothing:
 it shows what the harness itself costs per call and per 100k events.
@@ -17,16 +24,19 @@ it shows what the harness itself costs per call and per 100k events.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import socket
 import sys
+import threading
 import time
 import urllib.request
 from typing import Any, Final
 
 import psutil
+import urllib3
 
 from bench import peers
 
@@ -200,6 +210,47 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _outage_target(kind: str) -> tuple[socket.socket, str]:
+    """A port that refuses connections (`down`) or accepts them and never answers (`hole`)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    if kind == "hole":
+        server.listen(64)
+        held: list[socket.socket] = []
+
+        def accept() -> None:
+            while True:
+                held.append(server.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def outage(args: argparse.Namespace) -> dict[str, Any]:
+    """RSS growth per event held during an outage, default settings."""
+    server, url = _outage_target(args.target)
+    # Code every library runs on its first connection (urllib3, idna) is loaded before the
+    # first measure, so that it is not counted as what events cost.
+    with contextlib.suppress(Exception):
+        urllib3.PoolManager(retries=False, timeout=0.2).request("POST", url, body=b"{}")
+    peer = peers.make(args.lib, url, None)
+    process = psutil.Process()
+    gc.collect()
+    time.sleep(args.settle / 2)
+    before = process.memory_info().rss
+    accepted = run_calls(peer, args.events, 0, None)
+    time.sleep(args.settle)
+    gc.collect()
+    after = process.memory_info().rss
+    server.close()
+    return {
+        "accepted": accepted,
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_held": (after - before) / max(accepted, 1),
+    }
+
+
 def _make(lib: str, host: str, queue_size: int | None) -> peers.Peer:
     if lib == "baseline":
         return peers.Peer(
@@ -210,7 +261,7 @@ def _make(lib: str, host: str, queue_size: int | None) -> peers.Peer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("deliver", "memory"))
+    parser.add_argument("mode", choices=("deliver", "memory", "outage"))
     parser.add_argument("--lib", required=True, choices=(*peers.LIBRARIES, "baseline"))
     parser.add_argument("--host", default="", help="where the client sends (an origin)")
     parser.add_argument("--sink", default="", help="the counting sink's URL (deliver mode)")
@@ -220,10 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue-size", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--settle", type=float, default=1.0, help="memory mode pause, seconds")
+    parser.add_argument("--target", choices=("down", "hole"), default="down", help="outage mode")
     args = parser.parse_args(argv)
     if args.mode == "deliver" and args.lib != "baseline" and not (args.sink or args.collector):
         parser.error("deliver mode needs --sink or --collector")
-    result = deliver(args) if args.mode == "deliver" else memory(args)
+    modes = {"deliver": deliver, "memory": memory, "outage": outage}
+    result = modes[args.mode](args)
     result.update(lib=args.lib, mode=args.mode, events=args.events)
     if args.lib != "baseline":
         result["version"] = peers.version(args.lib)

@@ -9,8 +9,10 @@ Scenarios, all against the same counting sink on 127.0.0.1 (`bench.sink`, its ow
 `near` times 100k `track()` calls with 5 small properties and measures events/s until the
 sink counted them all and the process's CPU seconds, with the sink answering at once; `far`
 does the same with 50 ms added to every answer; `memory` measures RSS per event queued while
-connections are refused. Then the collector: a load generator (`bench.load`) posting batches
-over several connections to `trackline collector`, and the client sending to it end to end.
+connections are refused; `outage` measures RSS per event held with default settings while the
+API refuses connections (`down`) or never answers (`hole`). Then the collector: a load
+generator (`bench.load`) posting batches over several connections to `trackline collector`, and
+the client sending to it end to end.
 Each repetition runs every library back to back, in a rotating order, and the table shows
 medians and the median of the ratios within each repetition.
 """
@@ -38,7 +40,9 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = ROOT / "bench" / "results"
 COLLECTOR_TARGET: Final = 50_000.0
 CHILD_TIMEOUT: Final = 900.0
-SCENARIOS: Final = ("near", "far", "memory", "collector")
+SCENARIOS: Final = ("near", "far", "memory", "outage", "collector")
+#: Events tracked in an outage: twice what a default queue holds (10,000 in every library).
+OUTAGE_EVENTS: Final = 20_000
 
 
 def _python(*args: str) -> list[str]:
@@ -142,6 +146,11 @@ def client_scenarios(args: argparse.Namespace, runs: table.Runs, log: Path) -> N
                     memory = _python("-m", "bench.child", "memory", "--lib", lib)
                     memory += ["--events", str(args.memory_events)]
                     _record(runs, ("memory", lib), _child(memory, log))
+                for target in ("down", "hole"):
+                    if "outage" in args.scenarios and rep < args.reps:
+                        outage = _python("-m", "bench.child", "outage", "--lib", lib)
+                        outage += ["--target", target, "--events", str(OUTAGE_EVENTS)]
+                        _record(runs, (f"outage-{target}", lib), _child(outage, log))
             if "near" in args.scenarios and rep < args.reps:
                 baseline = _python("-m", "bench.child", "deliver", "--lib", "baseline")
                 _record(
@@ -241,7 +250,11 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
         "library, since none of the peers can make a caller wait for room and would drop what "
         "outruns its delivery. Throughput counts from the first call until the sink has "
         "answered the last event (each library's flush is called after the last event); CPU "
-        "is the whole process over the same span.",
+        "is the whole process over the same span. The outage rows keep every default, the "
+        f"queue too: {OUTAGE_EVENTS:,} events are tracked while the API is down (connections "
+        "refused) or a black hole (connections accepted, never answered), and the RSS growth "
+        "is divided by the events each library accepted and holds (queued, or in batches "
+        "its workers keep retrying).",
         "",
         tuned,
     ]
@@ -315,6 +328,8 @@ def _describe(scenario: str, lib: str) -> str:
         "near": "events/s, sink at once",
         "far": "events/s, sink 50 ms",
         "memory": "bytes per queued event",
+        "outage-down": "bytes per event held, sink down",
+        "outage-hole": "bytes per event held, black hole",
         "collector": "events/s stored",
     }[scenario]
     return f"{lib}, {what}"
@@ -366,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     log = Path(tempfile.gettempdir()) / "trackline-bench.log"
     log.write_text("")
     print(f"children's errors go to {log}", flush=True)
-    if {"near", "far", "memory"} & set(args.scenarios):
+    if {"near", "far", "memory", "outage"} & set(args.scenarios):
         client_scenarios(args, runs, log)
     if "collector" in args.scenarios:
         collector_scenarios(args, runs, log)

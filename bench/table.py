@@ -35,6 +35,20 @@ METRICS: Final = (
     Metric("throughput, sink 50 ms away, events/s", "far", "throughput", 0, 30, False),
     Metric("CPU seconds per 100k events (whole process)", "near", "cpu_per_100k", 2, 0.1),
     Metric("memory per queued event (RSS), bytes", "memory", "bytes_per_event", 0, 0.4),
+    Metric(
+        "outage, sink down: memory per event held (RSS), bytes",
+        "outage-down",
+        "bytes_per_held",
+        0,
+        0.4,
+    ),
+    Metric(
+        "outage, black hole: memory per event held (RSS), bytes",
+        "outage-hole",
+        "bytes_per_held",
+        0,
+        0.4,
+    ),
 )
 
 
@@ -135,7 +149,12 @@ def spread(runs: Runs, describe: Callable[[str, str], str]) -> str:
     """Every repetition's value, for readers who want to judge the noise themselves."""
     lines = []
     for (scenario, lib), results in sorted(runs.items()):
-        key = {"memory": "bytes_per_event", "collector": "throughput"}.get(scenario, "throughput")
+        key = {
+            "memory": "bytes_per_event",
+            "outage-down": "bytes_per_held",
+            "outage-hole": "bytes_per_held",
+            "collector": "throughput",
+        }.get(scenario, "throughput")
         values = ", ".join(_number(run.get(key), 0) for run in results)
         lines.append(f"- {describe(scenario, lib)}: {values}")
     return "\n".join(lines)

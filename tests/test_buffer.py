@@ -30,16 +30,15 @@ def test_a_batch_takes_the_front_messages_that_fit(
     sizes: list[int], max_items: int, max_bytes: int
 ) -> None:
     """take() hands out the longest run of front messages within max_items and max_bytes
-    (sizes plus one separator each), at least one, in order, and accounts its size."""
+    (sizes plus one separator each), at least one, in order, and accounts them in flight."""
     buffer = MemoryBuffer(max_items=1000, max_bytes=10**9, flush_at=1)
     messages = [bytes([65 + index % 26]) * size for index, size in enumerate(sizes)]
     for message in messages:
-        assert buffer.put(message)
+        assert buffer.put(message) is None
     batch = buffer.take(max_items, max_bytes, wait=0.0)
     assert batch is not None
     expected = _expected_batch(sizes, max_items, max_bytes)
-    assert batch.items == messages[: len(expected)]
-    assert batch.size == sum(expected) + len(expected)
+    assert batch.messages() == messages[: len(expected)]
     assert len(buffer) == len(messages) - len(expected)
     stats = buffer.counters.snapshot()
     assert (stats.queued, stats.in_flight) == (len(buffer), len(expected))

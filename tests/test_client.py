@@ -15,7 +15,7 @@ import pytest
 
 import trackline
 from tests.support.capture import CaptureServer, Reply
-from trackline.encoding import MAX_BATCH_BYTES
+from trackline.wire import MAX_BATCH_BYTES
 
 MakeClient = Callable[..., trackline.Client]
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05}
@@ -547,6 +547,30 @@ def test_a_backlog_puts_several_requests_in_flight(
     spans = sorted((r.at, r.at + 0.2) for r in capture.requests)
     overlapping = sum(b[0] < a[1] for a, b in itertools.pairwise(spans))
     assert overlapping >= 2, "requests should overlap in time with three workers"
+    assert_accounted(client.stats)
+
+
+def test_a_backlog_behind_a_failing_api_keeps_one_request_in_flight(
+    capture: CaptureServer, make_client: MakeClient
+) -> None:
+    """While the API answers 503, a backlog starts no second request: more would only load a
+    struggling API and hold more batches in memory. Once it answers, everything goes, once."""
+    capture.default = Reply(503, delay=0.02)
+    client = make_client(
+        "k",
+        host=capture.url,
+        workers=3,
+        flush_at=100,
+        max_queue_size=20_000,
+        max_retries=1000,
+        **FAST,
+    )
+    ids = [client.track("u", "E", {"pad": "x" * 400}) for _ in range(3000)]
+    assert len(capture.wait_for_requests(15)) >= 15
+    assert capture.most_in_progress == 1
+    capture.default = Reply(200)
+    assert client.flush(10)
+    assert sorted(capture.delivered_ids()) == sorted(ids)
     assert_accounted(client.stats)
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import pathlib
 from typing import Any
 
 import pytest
 
 import trackline
-from trackline.config import Config
+from trackline.config import FROM_ENVIRONMENT, OPTION_NAMES, Config, default
+from trackline.retry import RetryPolicy
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.mark.parametrize(
@@ -67,20 +73,47 @@ def test_host_is_an_origin_and_a_trailing_v1_is_forgiven(given: str, expected: s
     assert Config(write_key="k", host=given).host == expected
 
 
-def test_defaults_match_the_documented_ones() -> None:
-    """The defaults are the documented contract."""
-    config = trackline.Client("k", send=False).config
-    assert (config.host, config.timeout, config.max_queue_size, config.flush_at) == (
-        "https://api.segment.io",
-        10.0,
-        10_000,
-        100,
+def test_every_option_has_one_default_that_client_retry_and_readme_agree_on() -> None:
+    """`Config` declares each option's default once: `Client` takes every option with that
+    default (or None for those read from the environment), the retry policy starts from the
+    same values, and the README's options table documents each option with its default."""
+    parameters = inspect.signature(trackline.Client).parameters
+    assert set(OPTION_NAMES) == set(parameters) - {"transport"}
+    for name in OPTION_NAMES:
+        if name in FROM_ENVIRONMENT:
+            assert parameters[name].default is None, name
+        elif name != "write_key":
+            assert parameters[name].default == default(name), name
+    policy = RetryPolicy()
+    assert (policy.max_retries, policy.backoff_base, policy.backoff_cap) == (
+        default("max_retries"),
+        default("backoff_base"),
+        default("backoff_cap"),
     )
-    assert (config.flush_interval, config.gzip, config.sync, config.workers) == (
-        0.5,
-        True,
-        False,
-        4,
-    )
-    assert (config.max_retries, config.delivery_timeout, config.queue_full) == (10, 600.0, "drop")
-    assert (config.shutdown_timeout, config.proxy, config.on_error) == (5.0, None, None)
+    documented = readme_defaults()
+    assert set(documented) == set(OPTION_NAMES)
+    for name, cell in documented.items():
+        if name in FROM_ENVIRONMENT:
+            assert cell.startswith(f"`TRACKLINE_{name.upper()}`"), name
+            if name != "write_key":
+                assert cell.endswith(f"`{default(name)}`"), name
+        else:
+            assert readme_value(cell) == default(name), name
+
+
+def readme_defaults() -> dict[str, str]:
+    """Option name -> the default column of the README's options table."""
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("| option | default | meaning |") :].split("\n\n", 1)[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    return {row[0].strip("| `"): row[1] for row in rows}
+
+
+def readme_value(cell: str) -> object:
+    """A default as the README writes it: a Python literal, or a size or duration in words."""
+    text = cell.strip("`")
+    units = {"MiB": 2**20, "GiB": 2**30, "days": 24 * 3600.0}
+    number, _, unit = text.partition(" ")
+    if unit in units:
+        return int(number) * units[unit]
+    return ast.literal_eval(text)

@@ -42,8 +42,8 @@ class ScriptedTransport:
         self.answers = list(answers)
         self.sent: list[tuple[float, bytes]] = []
 
-    def post(self, path: str, body: bytes) -> Response:
-        self.sent.append((self.clock.now, body))
+    def post(self, path: str, body: bytes | bytearray) -> Response:
+        self.sent.append((self.clock.now, bytes(body)))
         return self.answers.pop(0) if self.answers else Response(200)
 
     def reset_after_fork(self) -> None:

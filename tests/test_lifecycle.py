@@ -107,3 +107,12 @@ def test_forked_child_delivers_its_own_events_and_parent_sends_its_own_once(
         assert client.stats.delivered == 1
     finally:
         client.shutdown(1)
+
+
+def test_what_a_first_connection_imports_is_imported_before_any_fork() -> None:
+    """A module a worker would import on its first connection is imported by `import
+    trackline`: a fork in the middle of such an import would leave the child's import lock
+    held by a thread it does not have, and its first connection waiting forever."""
+    code = "import sys, trackline\nassert 'encodings.idna' in sys.modules\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

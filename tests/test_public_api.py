@@ -23,6 +23,7 @@ EXPECTED = [
     "alias",
     "context",
     "flush",
+    "flushing",
     "get_client",
     "group",
     "identify",

@@ -139,3 +139,24 @@ def test_installed_routes_the_default_client_and_new_clients_then_restores() -> 
         capture.assert_identified("u", traits={"name": "Tom"})
     assert trackline.get_client() is before
     trackline.shutdown()
+
+
+def test_installed_captures_the_compat_default_client_and_puts_it_back() -> None:
+    """Code written for segment's module API records into the capture inside `installed()`;
+    the compat module's own default client is back afterwards."""
+    import trackline.compat.segment as analytics
+
+    analytics.write_key = "segment-key"
+    before = analytics.swap_default_client(None)
+    try:
+        capture = Capture()
+        with capture.installed():
+            analytics.track("u", "From Segment Code")
+            analytics.flush()
+            capture.assert_tracked("From Segment Code", user_id="u")
+            inside = analytics.default_client
+        assert analytics.default_client is None
+        assert inside is not None
+    finally:
+        analytics.write_key = None
+        analytics.swap_default_client(before)

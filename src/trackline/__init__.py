@@ -38,6 +38,7 @@ from trackline.errors import (
     MessageTooLarge,
     TracklineError,
 )
+from trackline.short_lived import flushing
 from trackline.stats import DropReason, Stats
 
 logging.getLogger("trackline").addHandler(logging.NullHandler())
@@ -65,6 +66,7 @@ __all__ = [
     "alias",
     "context",
     "flush",
+    "flushing",
     "get_client",
     "group",
     "identify",

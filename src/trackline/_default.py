@@ -25,6 +25,12 @@ MODULE_SETTINGS = ("host", "on_error", "on_success", "sync", "send")
 _lock = threading.Lock()
 _client: Client | None = None
 
+#: Swaps the module-level default client of a compat module (`trackline.compat.segment`), by
+#: module name: takes the client to install (None: made from the module's settings on next use)
+#: and returns the one it replaced. Registered when the module is imported.
+CompatSwap = Callable[[Any], Any]
+_compat_defaults: dict[str, CompatSwap] = {}
+
 
 def init(write_key: str | None = None, **options: Any) -> Client:
     """Create the default client (shutting down a previous one) and return it.
@@ -55,6 +61,11 @@ def get_client() -> Client:
         return _client
 
 
+def current() -> Client | None:
+    """The default client if one exists, without making one."""
+    return _client
+
+
 def swap(client: Client | None) -> Client | None:
     """Make `client` the default client (None: made afresh on next use); returns the old one.
 
@@ -64,6 +75,16 @@ def swap(client: Client | None) -> Client | None:
     with _lock:
         old, _client = _client, client
     return old
+
+
+def register_compat_default(module: str, swap: CompatSwap) -> None:
+    """Make a compat module's default client reachable by `compat_defaults()`."""
+    _compat_defaults[module] = swap
+
+
+def compat_defaults() -> dict[str, CompatSwap]:
+    """The compat modules imported so far, each with the swap of its default client."""
+    return dict(_compat_defaults)
 
 
 def flush(timeout: float | None = None) -> bool:

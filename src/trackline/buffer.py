@@ -1,14 +1,17 @@
-"""The bounded in-memory FIFO of encoded messages between the calling threads and the workers.
+"""The buffer between the calling threads and the workers: its interface, and the memory one.
 
-It holds immutable JSON bytes, so queued memory is the wire size plus a small constant, and a
-batch is a byte join. The bound is both a count (`max_queue_size`) and bytes
-(`max_queue_bytes`); when either is reached a new message is dropped and counted, or the caller
-waits a bounded time if it chose to block.
+`Buffer` is what the client, the workers and the delivery loop use; `MemoryBuffer` (below) and
+the durable `trackline.spool.Spool` implement it. Both keep their accounting in a `Ledger`
+under the same lock as what they store, so every transition is counted exactly once.
 
-The buffer also tracks what a `flush()` waits for. Every message that enters gets a sequence
-number; a flush called when N messages had entered is done once the first N have all left the
-queue and no batch holding any of them is still in flight. Batches are handed out whole and
-resolved in parts (a 413 splits them), so each batch remembers which index ranges are unresolved.
+`MemoryBuffer` is a bounded FIFO of encoded messages: immutable JSON bytes, so queued memory is
+the wire size plus a small constant, and a batch is a byte join. The bound is both a count
+(`max_queue_size`) and bytes (`max_queue_bytes`); when either is reached a new message is
+dropped and counted, or the caller waits a bounded time if it chose to block.
+
+Flushes wait for sequence numbers: every message that enters gets one, and a flush called when N
+messages had entered is done once the first N have all left the queue and no batch holding
+any of them is still in flight.
 """
 
 from __future__ import annotations
@@ -18,51 +21,118 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from typing import Protocol
 
+from trackline.batch import Batch
+from trackline.errors import DeliveryError
+from trackline.ledger import Ledger
 from trackline.stats import Counters, DropReason
+from trackline.wire import batch_bytes
 
 
-class Batch:
-    """Messages taken together by a worker; resolved part by part, each exactly once."""
+class Buffer(Protocol):
+    """Where accepted messages wait for a worker, and where each one's fate is recorded.
 
-    __slots__ = ("_unresolved", "first_seq", "items", "size")
+    Every message a call accepts ends in exactly one of: delivered, dropped with a reason, or
+    (durable mode only, `can_requeue`) given back to wait for a later attempt.
+    """
 
-    def __init__(self, items: list[bytes], first_seq: int, size: int) -> None:
-        self.items = items
-        self.first_seq = first_seq
-        self.size = size
-        #: start index -> end index of every part not yet delivered or dropped.
-        self._unresolved: dict[int, int] = {0: len(items)}
+    #: The client's accounting; `counters.snapshot()` is `client.stats`.
+    counters: Counters
+    #: Whether a part whose attempt ran out can wait here for a later one (`requeue`), rather
+    #: than being dropped.
+    can_requeue: bool
+
+    # -- calling threads ---------------------------------------------------------------------
+
+    def put(self, data: bytes, block_timeout: float | None) -> DeliveryError | None:
+        """Queue one message; the reason it was dropped instead (counted either way)."""
+        ...
+
+    def admit(self, data: bytes) -> Batch | None:
+        """One message to send on the calling thread (sync mode): in flight at once; None when
+        the buffer is sealed (counted as dropped, `closed`)."""
+        ...
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def take(self, max_items: int, max_bytes: int, wait: float) -> Batch | None:
+        """Wait up to `wait` seconds for a full batch (or a flush), then take what is there:
+        at most `max_items` messages whose sizes plus separators stay within `max_bytes`."""
+        ...
+
+    def settle(
+        self, batch: Batch, start: int, end: int, reason: str | None, rejected: int = 0
+    ) -> bool:
+        """Part [start, end) was delivered (reason None, `rejected` of it refused one by one)
+        or dropped for `reason`; False, changing nothing, when it was already settled."""
+        ...
+
+    def requeue(self, batch: Batch, start: int, end: int) -> bool:
+        """Give part [start, end) back for a later attempt (`can_requeue` only); False when it
+        was already settled."""
+        ...
+
+    def split(self, batch: Batch, start: int, end: int) -> tuple[tuple[int, int], ...]:
+        """Split an open part in halves (a 413); () when it was already settled."""
+        ...
+
+    def finish(self, batch: Batch) -> None:
+        """The worker is done with `batch` (its callbacks ran): wakes flushes."""
+        ...
+
+    # -- flush, shutdown, fork ---------------------------------------------------------------
+
+    def request_flush(self) -> int:
+        """Ask workers to send everything queued now, partial batches too; returns a target."""
+        ...
+
+    def wait_flushed(self, target: int, deadline: float | None) -> bool:
+        """Wait until every message numbered below `target` is settled, or `deadline` passes."""
+        ...
+
+    def seal(self) -> None:
+        """Refuse new messages from now on (`closed`); those queued still go out."""
+        ...
+
+    def close(self) -> None:
+        """Stop handing out batches and wake every waiting thread."""
+        ...
+
+    def abandon(self, reason: str) -> list[bytes]:
+        """End of shutdown: settle what is left (dropped for `reason`, or kept on disk);
+        returns the messages dropped."""
+        ...
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: start empty with fresh locks; the parent keeps what it had."""
+        ...
 
     def __len__(self) -> int:
-        return len(self.items)
+        """Messages waiting to be taken."""
+        ...
 
-    def split(self, start: int, end: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Replace the unresolved part [start, end) by its two halves."""
-        middle = (start + end) // 2
-        del self._unresolved[start]
-        self._unresolved[start] = middle
-        self._unresolved[middle] = end
-        return (start, middle), (middle, end)
 
-    def unresolved_items(self) -> Iterator[bytes]:
-        """The messages of every part that is still unresolved."""
-        for start, end in sorted(self._unresolved.items()):
-            yield from self.items[start:end]
+def closed() -> DeliveryError:
+    """The error of a message that came after `shutdown()`."""
+    return DeliveryError(DropReason.CLOSED, "the client was shut down")
 
 
 def _fitting(queue: collections.deque[bytes], max_items: int, max_bytes: int) -> int:
     """How many messages from the front make one batch: at least one, at most `max_items`,
     their sizes plus one separator each within `max_bytes`."""
     ends = list(itertools.accumulate(map(len, itertools.islice(queue, max_items))))
-    # The batch up to message i takes ends[i] + i + 1 bytes, which grows with i.
-    fitting = bisect.bisect_right(range(len(ends)), max_bytes, key=lambda i: ends[i] + i + 1)
+    # What the batch up to message i takes grows with i.
+    fitting = bisect.bisect_right(
+        range(len(ends)), max_bytes, key=lambda i: batch_bytes(ends[i], i + 1)
+    )
     return max(fitting, 1)
 
 
 class MemoryBuffer:
-    """Bounded FIFO of encoded messages, with the client's counters under the same lock."""
+    """Bounded FIFO of encoded messages in memory; the `Buffer` of a client without a spool."""
+
+    can_requeue = False
 
     def __init__(self, max_items: int, max_bytes: int, flush_at: int) -> None:
         self._max_items = max_items
@@ -74,27 +144,22 @@ class MemoryBuffer:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._room = threading.Condition(self._lock)
-        self._progress = threading.Condition(self._lock)
-        self.counters = Counters(self._lock)
+        self._ledger = Ledger(self._lock)
+        self.counters = self._ledger.counters
         self._items: collections.deque[bytes] = collections.deque()
         self._bytes = 0
-        self._entered = 0
+        #: Sequence number of the next message to leave the queue.
         self._taken = 0
-        self._flush_target = 0
-        self._in_flight: dict[int, Batch] = {}
+        self._sealed = False
         self._closed = False
 
     def reset_after_fork(self) -> None:
-        """Start empty with fresh locks: the parent process still owns and sends what it had."""
         self._init_state()
 
     # -- calling threads ---------------------------------------------------------------------
 
-    def put(self, data: bytes, block_timeout: float | None = None) -> bool:
-        """Queue one message; False when it was dropped because the buffer stayed full.
-
-        The message counts as enqueued either way, and as dropped (`queue_full`) when False.
-        """
+    def put(self, data: bytes, block_timeout: float | None = None) -> DeliveryError | None:
+        """Decided under the lock, so a message is never queued after `seal()`."""
         size = len(data)
         # acquire/try/release costs a third less than `with` here, on every call; nothing
         # between acquire() returning and `try` can raise.
@@ -105,16 +170,23 @@ class MemoryBuffer:
             counters.enqueued += 1
             items = self._items
             full = len(items) >= self._max_items or self._bytes + size > self._max_bytes
-            if full and (block_timeout is None or not self._wait_for_room(size, block_timeout)):
-                counters.add_dropped(DropReason.QUEUE_FULL, 1)
-                return False
+            if self._sealed or (
+                full and (block_timeout is None or not self._wait_for_room(size, block_timeout))
+            ):
+                error = (
+                    closed()
+                    if self._sealed
+                    else DeliveryError(DropReason.QUEUE_FULL, "the buffer is full")
+                )
+                counters.add_dropped(error.reason, 1)
+                return error
             items.append(data)
             self._bytes += size
-            self._entered += 1
+            self._ledger.entered += 1
             counters.queued += 1
             if len(items) == self._flush_at:
                 self._ready.notify()
-            return True
+            return None
         finally:
             lock.release()
 
@@ -122,36 +194,28 @@ class MemoryBuffer:
         deadline = time.monotonic() + timeout
         while len(self._items) >= self._max_items or self._bytes + size > self._max_bytes:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self._sealed:
                 return False
             self._room.wait(remaining)
         return True
 
-    def admit(self, data: bytes) -> Batch:
-        """Account one message sent on the calling thread (sync mode): in flight at once."""
+    def admit(self, data: bytes) -> Batch | None:
         with self._lock:
-            batch = Batch([data], self._entered, len(data) + 1)
-            self._entered += 1
+            if self._sealed:
+                self.counters.enqueued += 1
+                self.counters.add_dropped(DropReason.CLOSED, 1)
+                return None
+            ledger = self._ledger
+            batch = Batch([data], ledger.entered)
+            ledger.entered += 1
             self._taken += 1
-            self._in_flight[id(batch)] = batch
-            self.counters.enqueued += 1
-            self.counters.in_flight += 1
+            ledger.admitted(batch)
             return batch
-
-    def count_dropped(self, reason: str) -> None:
-        """Count one message accepted and dropped at once, never queued."""
-        with self._lock:
-            self.counters.enqueued += 1
-            self.counters.add_dropped(reason, 1)
 
     # -- workers -----------------------------------------------------------------------------
 
     def take(self, max_items: int, max_bytes: int, wait: float) -> Batch | None:
-        """Wait up to `wait` seconds for a full batch (or a flush), then take what is there.
-
-        Returns None when nothing is queued or the buffer is closed. A batch holds at most
-        `max_items` messages whose sizes plus separators stay within `max_bytes`.
-        """
+        """None when nothing is queued or the buffer is closed."""
         with self._lock:
             if not self._closed and not self._batch_ready():
                 self._ready.wait(wait)
@@ -160,119 +224,69 @@ class MemoryBuffer:
             # The calling threads wait on this lock, so the batch is cut with C-level loops.
             queue = self._items
             count = len(queue)
-            if count <= max_items and self._bytes + count <= max_bytes:
+            if count <= max_items and batch_bytes(self._bytes, count) <= max_bytes:
                 items = list(queue)
                 queue.clear()
-                size = self._bytes + count
+                self._bytes = 0
             else:
                 count = _fitting(queue, max_items, max_bytes)
                 popleft = queue.popleft
                 items = [popleft() for _ in range(count)]
-                size = sum(map(len, items)) + count
-            batch = Batch(items, self._taken, size)
+                self._bytes -= sum(map(len, items))
+            batch = Batch(items, self._taken)
             self._taken += count
-            self._bytes -= size - count
-            self._in_flight[id(batch)] = batch
-            self.counters.queued -= count
-            self.counters.in_flight += count
+            self._ledger.taken(batch)
             self._room.notify_all()
             return batch
 
-    def backlogged(self) -> bool:
-        """Whether a full batch is waiting: read without the lock, a hint for adding a worker."""
-        return len(self) >= self._flush_at
-
     def _batch_ready(self) -> bool:
         return len(self._items) >= self._flush_at or (
-            self._taken < self._flush_target and bool(self._items)
+            self._taken < self._ledger.flush_target and bool(self._items)
         )
 
-    def resolve(
+    def settle(
         self, batch: Batch, start: int, end: int, reason: str | None, rejected: int = 0
     ) -> bool:
-        """Mark part [start, end) of `batch` delivered (reason None) or dropped for `reason`.
-
-        With reason None, `rejected` of the part's messages were refused one by one inside a
-        successful answer and count as dropped (`rejected`), the rest as delivered. Returns
-        False, changing nothing, when the part was already settled (by `abandon`).
-        """
         with self._lock:
-            if batch._unresolved.get(start) != end:
-                return False
-            del batch._unresolved[start]
-            count = end - start
-            counters = self.counters
-            counters.in_flight -= count
-            if reason is None:
-                counters.delivered += count - rejected
-                if rejected:
-                    counters.add_dropped(DropReason.REJECTED, rejected)
-            else:
-                counters.add_dropped(reason, count)
-            return True
+            return self._ledger.settle(batch, start, end, reason, rejected)
 
-    def finish(self, batch: Batch) -> None:
-        """Called when a worker is done with `batch`, after its callbacks ran: wakes flushes.
-
-        A batch with unresolved parts stays in flight for `abandon` to settle.
-        """
-        with self._lock:
-            if not batch._unresolved and self._in_flight.pop(id(batch), None) is not None:
-                self._progress.notify_all()
+    def requeue(self, batch: Batch, start: int, end: int) -> bool:
+        """Memory mode drops what ran out of attempts instead (`can_requeue` is False)."""
+        raise NotImplementedError("the memory buffer drops what ran out of attempts")
 
     def split(self, batch: Batch, start: int, end: int) -> tuple[tuple[int, int], ...]:
-        """Split an unresolved part in two; returns () when it was already settled."""
         with self._lock:
-            if batch._unresolved.get(start) != end:
-                return ()
             return batch.split(start, end)
 
-    def count_retry(self) -> None:
-        """Count one retried request."""
+    def finish(self, batch: Batch) -> None:
         with self._lock:
-            self.counters.retries += 1
-
-    def count_request(self, body_bytes: int, delivered: bool) -> None:
-        """Count one request sent (and the batches delivered)."""
-        with self._lock:
-            self.counters.bytes_sent += body_bytes
-            if delivered:
-                self.counters.batches += 1
+            self._ledger.finish(batch)
 
     # -- flush and shutdown ------------------------------------------------------------------
 
     def request_flush(self) -> int:
-        """Ask workers to send everything queued now, partial batches too; returns a target."""
         with self._lock:
-            self._flush_target = max(self._flush_target, self._entered)
             self._ready.notify_all()
-            return self._entered
+            return self._ledger.request_flush()
 
     def wait_flushed(self, target: int, deadline: float | None) -> bool:
-        """Wait until every message numbered below `target` is delivered or dropped."""
+        ledger = self._ledger
         with self._lock:
-            while not self._flushed(target):
-                if deadline is None:
-                    self._progress.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._progress.wait(remaining)
-            return True
+            return ledger.wait(
+                lambda: self._taken >= target and not ledger.holds_before(target), deadline
+            )
 
-    def _flushed(self, target: int) -> bool:
-        if self._taken < target:
-            return False
-        return all(batch.first_seq >= target for batch in self._in_flight.values())
+    def seal(self) -> None:
+        with self._lock:
+            self._sealed = True
+            self._room.notify_all()
 
     def close(self) -> None:
-        """Stop handing out batches and wake every waiting thread."""
         with self._lock:
-            self._closed = True
+            self._sealed = self._closed = True
             self._ready.notify_all()
             self._room.notify_all()
-            self._progress.notify_all()
+            self._ledger.progress.notify_all()
 
     def abandon(self, reason: str) -> list[bytes]:
         """Drop everything queued or in flight for `reason`; returns those messages.
@@ -284,16 +298,15 @@ class MemoryBuffer:
             self._items.clear()
             self._bytes = 0
             self._taken += len(leftovers)
-            for batch in self._in_flight.values():
-                leftovers.extend(batch.unresolved_items())
-                batch._unresolved.clear()
-            self._in_flight.clear()
+            for batch, parts in self._ledger.release_in_flight():
+                for start, end in parts:
+                    leftovers.extend(batch.messages(start, end))
             counters = self.counters
             if leftovers:
                 counters.add_dropped(reason, len(leftovers))
             counters.queued = 0
             counters.in_flight = 0
-            self._progress.notify_all()
+            self._ledger.progress.notify_all()
             return leftovers
 
     def __len__(self) -> int:

@@ -9,24 +9,25 @@ exit within its `shutdown_timeout`, and rebuilt empty in the child after `fork()
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import types
 import weakref
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Final, Literal
 
 from trackline import messages
-from trackline.buffer import MemoryBuffer
+from trackline.buffer import Buffer, MemoryBuffer, closed
 from trackline.config import (
-    DEFAULT_MAX_AGE,
-    DEFAULT_MAX_SPOOL_BYTES,
     Config,
     ErrorCallback,
     SuccessCallback,
+    default,
     resolve_host,
     resolve_spool,
     resolve_write_key,
@@ -38,6 +39,7 @@ from trackline.messages import Timestamp
 from trackline.report import Reporter
 from trackline.spool import Spool
 from trackline.stats import DropReason, Stats
+from trackline.tracing import Scope, scope_with_trace_ids
 from trackline.transport import HttpTransport, Transport
 from trackline.worker import Workers
 
@@ -45,9 +47,24 @@ logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
-#: The transport every new client uses instead of HTTP, while `trackline.testing.Capture`
-#: captures what an application sends (`Capture.installed()`); None otherwise.
-transport_override: Transport | None = None
+#: Seconds an async flush waits on a thread at a time: a cancelled await leaves no thread
+#: waiting for longer.
+_ASYNC_SLICE: Final = 0.25
+
+#: The transport new clients use instead of HTTP, inside `new_clients_send_to`.
+_routed_to: Transport | None = None
+
+
+@contextlib.contextmanager
+def new_clients_send_to(transport: Transport) -> Iterator[None]:
+    """Every `Client` made in the block sends through `transport`, unless given its own: how
+    `trackline.testing.Capture.installed()` captures the clients an application makes."""
+    global _routed_to
+    saved, _routed_to = _routed_to, transport
+    try:
+        yield
+    finally:
+        _routed_to = saved
 
 
 class Client:
@@ -63,29 +80,30 @@ class Client:
         write_key: str | None = None,
         *,
         host: str | None = None,
-        timeout: float = 10.0,
-        max_queue_size: int = 10_000,
-        max_queue_bytes: int = 32 * 1024 * 1024,
-        flush_at: int = 100,
-        flush_interval: float = 0.5,
-        gzip: bool = True,
-        sync: bool = False,
-        send: bool = True,
-        workers: int = 4,
-        max_retries: int = 10,
-        delivery_timeout: float = 600.0,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        queue_full: Literal["drop", "block"] = "drop",
-        block_timeout: float = 5.0,
+        timeout: float = default("timeout"),
+        max_queue_size: int = default("max_queue_size"),
+        max_queue_bytes: int = default("max_queue_bytes"),
+        flush_at: int = default("flush_at"),
+        flush_interval: float = default("flush_interval"),
+        gzip: bool = default("gzip"),
+        sync: bool = default("sync"),
+        send: bool = default("send"),
+        workers: int = default("workers"),
+        max_retries: int = default("max_retries"),
+        delivery_timeout: float = default("delivery_timeout"),
+        backoff_base: float = default("backoff_base"),
+        backoff_cap: float = default("backoff_cap"),
+        queue_full: Literal["drop", "block"] = default("queue_full"),
+        block_timeout: float = default("block_timeout"),
         on_error: ErrorCallback | None = None,
         on_success: SuccessCallback | None = None,
         proxy: str | None = None,
-        shutdown_timeout: float = 5.0,
+        shutdown_timeout: float = default("shutdown_timeout"),
         spool: str | os.PathLike[str] | None = None,
-        max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES,
-        max_age: float = DEFAULT_MAX_AGE,
-        spool_synchronous: Literal["normal", "full"] = "normal",
+        max_spool_bytes: int = default("max_spool_bytes"),
+        max_age: float = default("max_age"),
+        spool_synchronous: Literal["normal", "full"] = default("spool_synchronous"),
+        trace_ids: bool = default("trace_ids"),
         transport: Transport | None = None,
     ) -> None:
         self.config = Config(
@@ -114,12 +132,16 @@ class Client:
             max_spool_bytes=max_spool_bytes,
             max_age=max_age,
             spool_synchronous=spool_synchronous,
+            trace_ids=trace_ids,
         )
         config = self.config
+        # The context every call starts from: the scope's (a web request's), and with
+        # `trace_ids` the active OpenTelemetry span's ids under it.
+        self._scope: Scope = scope_with_trace_ids() if config.trace_ids else current_context
         self._block_timeout = config.block_timeout if config.queue_full == "block" else None
         self._transport: Transport = (
             transport
-            or transport_override
+            or _routed_to
             or HttpTransport(
                 config.host,
                 config.write_key,
@@ -130,12 +152,11 @@ class Client:
             )
         )
         self._reporter = Reporter(config.on_error, config.on_success)
-        # Durable mode (`spool`) swaps the buffer for one on disk; see spool.py.
-        self._spool = Spool(config, self._reporter) if config.spool is not None else None
-        self._buffer: MemoryBuffer = (
+        # Durable mode (`spool`) keeps messages on disk instead; see trackline/spool/.
+        self._buffer: Buffer = (
             MemoryBuffer(config.max_queue_size, config.max_queue_bytes, config.flush_at)
-            if self._spool is None
-            else self._spool
+            if config.spool is None
+            else Spool(config, self._reporter)
         )
         self._lifecycle = threading.Lock()
         self._closed = False
@@ -155,9 +176,10 @@ class Client:
             self._stop,
             count=config.workers,
             interval=config.flush_interval,
+            flush_at=config.flush_at,
             name=f"trackline-{id(self):x}",
         )
-        if self._spool is not None and len(self._spool):
+        if len(self._buffer):
             self._workers.start()  # messages left in the spool by earlier processes go first
         self._update_accepting()
 
@@ -184,7 +206,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -210,7 +232,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -237,7 +259,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -264,7 +286,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -290,7 +312,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -318,7 +340,7 @@ class Client:
             integrations,
             timestamp,
             message_id,
-            current_context(),
+            self._scope(),
         )
         return self._enqueue(mid, data)
 
@@ -340,44 +362,46 @@ class Client:
 
     def _enqueue(self, message_id: str, data: bytes) -> str | None:
         if self._accepting:
-            if self._buffer.put(data, self._block_timeout):
+            error = self._buffer.put(data, self._block_timeout)
+            if error is None:
                 return message_id
-            self._queue_full(data)
+            self._reporter.dropped(error, [data], 1)
             return None
         if self._closed:
-            self._drop_now(data, DropReason.CLOSED, "the client was shut down")
+            self._buffer.counters.count_refused(DropReason.CLOSED)
+            self._reporter.dropped(closed(), [data], 1)
             return None
         config = self.config
         if not config.send:
-            self._buffer.count_dropped(DropReason.SEND_DISABLED)
+            self._buffer.counters.count_refused(DropReason.SEND_DISABLED)
             return message_id
-        if config.sync:
-            return message_id if self._delivery.deliver(self._buffer.admit(data)) else None
+        if config.sync and not _in_event_loop():
+            batch = self._buffer.admit(data)
+            if batch is None:
+                self._reporter.dropped(closed(), [data], 1)
+                return None
+            return message_id if self._delivery.deliver(batch) else None
         if not self._workers.started:
             self._workers.start()
             self._update_accepting()
-        if self._buffer.put(data, self._block_timeout):
+        error = self._buffer.put(data, self._block_timeout)
+        if error is None:
+            if config.sync:
+                # On an event loop's thread a send would block the loop: a worker sends it
+                # now instead, and `await flush_async()` waits for the answer.
+                self._buffer.request_flush()
             return message_id
-        self._queue_full(data)
+        self._reporter.dropped(error, [data], 1)
         return None
 
     def _update_accepting(self) -> None:
         """Whether a call may go straight to the buffer: open, sending in the background, and
-        the workers running. One flag read instead of four checks on every call."""
+        the workers running. One flag read instead of four checks on every call; the buffer
+        decides under its lock whether the message is still taken (`seal`)."""
         config = self.config
         self._accepting = (
             self._workers.started and not self._closed and config.send and not config.sync
         )
-
-    def _queue_full(self, data: bytes) -> None:
-        if self._spool is None:  # the spool reports its own drops, with their reason
-            self._reporter.dropped(
-                DeliveryError(DropReason.QUEUE_FULL, "the buffer is full"), [data], 1
-            )
-
-    def _drop_now(self, data: bytes, reason: DropReason, detail: str) -> None:
-        self._buffer.count_dropped(reason)
-        self._reporter.dropped(DeliveryError(reason, detail), [data], 1)
 
     # -- flush, shutdown, stats --------------------------------------------------------------
 
@@ -405,6 +429,8 @@ class Client:
                 return True
             self._closed = True
             self._accepting = False
+        # From here a call racing this one is dropped as `closed` by the buffer itself.
+        self._buffer.seal()
         wait = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         flushed = self.flush(wait)
@@ -434,8 +460,40 @@ class Client:
         """
         return self._buffer.counters.snapshot()
 
+    async def flush_async(self, timeout: float | None = None) -> bool:
+        """`flush()` for coroutines: the same promise, awaited without blocking the event loop
+        (the wait happens on a thread of the loop's executor, a slice at a time)."""
+        import asyncio
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = self._buffer.request_flush()
+        while True:
+            now = time.monotonic()
+            until = now + _ASYNC_SLICE if deadline is None else min(deadline, now + _ASYNC_SLICE)
+            if await asyncio.to_thread(self._buffer.wait_flushed, target, until):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    async def shutdown_async(self, timeout: float | None = None) -> bool:
+        """`shutdown()` for coroutines, awaited without blocking the event loop."""
+        import asyncio
+
+        return await asyncio.to_thread(self.shutdown, timeout)
+
     def __enter__(self) -> Client:
         return self
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        await self.shutdown_async()
 
     def __exit__(
         self,
@@ -457,6 +515,31 @@ class Client:
         self._setup_runtime()
 
 
+def live_clients() -> list[Client]:
+    """Every client not yet shut down, in this process."""
+    return list(_live_clients)
+
+
+def flush_clients(clients: Iterable[Client], timeout: float | None) -> bool:
+    """Flush several clients within one deadline: each is asked first, so that they all send
+    at once, then each is waited for with what is left of `timeout`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    targets = [(client, client._buffer.request_flush()) for client in clients]
+    return all(client._buffer.wait_flushed(target, deadline) for client, target in targets)
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop (without importing asyncio)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _after_fork_in_child() -> None:
     for client in list(_live_clients):
         client._after_fork_in_child()
@@ -464,7 +547,7 @@ def _after_fork_in_child() -> None:
 
 def _shutdown_all_at_exit() -> None:
     """At interpreter exit, flush every live client within its own `shutdown_timeout`."""
-    clients = list(_live_clients)
+    clients = live_clients()
     for client in clients:
         client._buffer.request_flush()
     for client in clients:

@@ -1,5 +1,8 @@
 """Every client option in one frozen dataclass: its default, its validation, its environment name.
 
+`Config`'s fields are the one place a default is written: `Client`'s signature and the retry
+policy take theirs from `default(...)`, and a test holds the README's table to them.
+
 The write key, the host and the spool directory may also come from the environment
 (`TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST`, `TRACKLINE_SPOOL`) so that deployments and the
 `trackline` command can point code elsewhere without editing it; an argument always wins.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import types
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
@@ -59,6 +63,7 @@ class Config:
     max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES
     max_age: float = DEFAULT_MAX_AGE
     spool_synchronous: Literal["normal", "full"] = "normal"
+    trace_ids: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.write_key, str) or not self.write_key:
@@ -78,7 +83,7 @@ class Config:
         _int_in_range(self.flush_at, "flush_at", 1, 2500)
         _int_in_range(self.workers, "workers", 1, 64)
         _int_in_range(self.max_retries, "max_retries", 0, 1000)
-        for name in ("gzip", "sync", "send"):
+        for name in ("gzip", "sync", "send", "trace_ids"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, "must be True or False")
         if self.queue_full not in ("drop", "block"):
@@ -96,7 +101,22 @@ class Config:
             )
 
 
+#: Every option, in the order of `Config`'s fields.
 OPTION_NAMES: Final = tuple(field.name for field in dataclasses.fields(Config))
+#: Options a `None` argument takes from the environment (`TRACKLINE_*`) before the default.
+FROM_ENVIRONMENT: Final = frozenset({"write_key", "host", "spool"})
+_DEFAULTS: Final = types.MappingProxyType(
+    {
+        field.name: field.default
+        for field in dataclasses.fields(Config)
+        if field.default is not dataclasses.MISSING
+    }
+)
+
+
+def default(option: str) -> Any:
+    """The default value of `option`, as `Config` declares it."""
+    return _DEFAULTS[option]
 
 
 def resolve_write_key(write_key: str | None, environ: Mapping[str, str] | None = None) -> str:

@@ -1,9 +1,11 @@
 """Deliver one batch: POST it, read the answer, retry, split on 413, settle every message once.
 
 This loop is shared by the background workers and by sync mode, so both follow the same retry
-policy and the same accounting. Every message of a batch ends in exactly one `resolve` call:
-delivered, or dropped with a reason that is counted and reported. The loop never raises into
-its caller; waits go through the stop event so that shutdown interrupts them.
+policy and the same accounting. It decides every message's outcome, and tells the buffer once:
+delivered, dropped with a reason that is counted and reported, or, when an attempt runs out
+of retries or of `delivery_timeout` and the buffer can keep it (durable mode), requeued: given
+back to wait for a later attempt instead of dropped. The loop never raises into its caller;
+waits go through the stop event so that shutdown interrupts them.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from trackline.buffer import Batch, MemoryBuffer
+from trackline.batch import Batch
+from trackline.buffer import Buffer
 from trackline.config import Config
-from trackline.encoding import envelope, loads
+from trackline.encoding import loads
 from trackline.errors import DeliveryError
 from trackline.messages import format_epoch
 from trackline.report import Reporter
@@ -58,7 +61,7 @@ class Delivery:
         self,
         config: Config,
         transport: Transport,
-        buffer: MemoryBuffer,
+        buffer: Buffer,
         reporter: Reporter,
         stop: threading.Event,
         *,
@@ -73,12 +76,16 @@ class Delivery:
         self._buffer = buffer
         self._reporter = reporter
         self._timeout = config.delivery_timeout
+        self._requeue_pause = config.backoff_cap
         self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_cap)
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self._wall_clock = wall_clock
         self._wait = wait if wait is not None else stop.wait
         self.throttle = Throttle(clock)
+        #: Whether the last answer was one to act on (not a failure worth a retry): the workers
+        #: put more requests in flight only then. No answer yet counts as not answering.
+        self.answering = False
 
     def deliver(self, batch: Batch) -> bool:
         """Settle every message of `batch`; True when all of them were delivered.
@@ -104,8 +111,9 @@ class Delivery:
                     return False
                 if self._wait(pause):
                     return False
-            response = self._post(batch.items[start:end])
+            response = self._post(batch, start, end)
             verdict = classify(response.status)
+            self.answering = verdict.action is not Action.RETRY
             if verdict.action is Action.DONE:
                 parts.popleft()
                 delivered = self._settle_success(batch, start, end, response.body) and delivered
@@ -133,7 +141,7 @@ class Delivery:
                 if retry_after is not None:
                     self.throttle.pause(retry_after)
                 retries += 1
-                self._buffer.count_retry()
+                self._buffer.counters.count_retry()
                 self._reporter.warn(
                     "retry", "request failed (%s); retrying in %.2fs", _describe(response), delay
                 )
@@ -141,20 +149,20 @@ class Delivery:
                     return False
         return delivered
 
-    def _post(self, items: list[bytes]) -> Response:
-        body = envelope(items, format_epoch(self._wall_clock()))
+    def _post(self, batch: Batch, start: int, end: int) -> Response:
+        body = batch.body(start, end, format_epoch(self._wall_clock()))
         response = self._transport.post(BATCH_PATH, body)
         status = response.status
-        self._buffer.count_request(len(body), status is not None and 200 <= status < 300)
+        self._buffer.counters.count_request(len(body), status is not None and 200 <= status < 300)
         return response
 
     def _settle_success(self, batch: Batch, start: int, end: int, body: bytes) -> bool:
         """Settle a part the server accepted; False when some of it was rejected one by one."""
         rejected = _rejected_indexes(body, end - start)
-        if not self._buffer.resolve(batch, start, end, None, len(rejected)):
+        if not self._buffer.settle(batch, start, end, None, len(rejected)):
             return not rejected
         if rejected:
-            items = batch.items[start:end]
+            items = batch.messages(start, end)
             bad = [items[index] for index in sorted(rejected)]
             error = DeliveryError(
                 DropReason.REJECTED, "the server rejected these messages one by one", 200
@@ -165,7 +173,7 @@ class Delivery:
                     item for index, item in enumerate(items) if index not in rejected
                 )
         elif self._reporter.wants_success:
-            self._reporter.delivered(batch.items[start:end])
+            self._reporter.delivered(batch.messages(start, end))
         return not rejected
 
     def _drop(
@@ -177,10 +185,10 @@ class Delivery:
         response: Response | None,
         detail: str,
     ) -> None:
-        if self._buffer.resolve(batch, start, end, reason):
+        if self._buffer.settle(batch, start, end, reason):
             status = response.status if response is not None else None
             error = DeliveryError(reason, _with_body(detail, response), status)
-            self._reporter.dropped(error, batch.items[start:end], end - start)
+            self._reporter.dropped(error, batch.messages(start, end), end - start)
 
     def _give_up(
         self,
@@ -190,9 +198,26 @@ class Delivery:
         response: Response | None,
         detail: str,
     ) -> None:
+        """The attempt ran out (`reason`): requeue the open parts when the buffer can keep
+        them, else drop them."""
+        if not self._buffer.can_requeue:
+            while parts:
+                start, end = parts.popleft()
+                self._drop(batch, start, end, reason, response, detail)
+            return
+        kept = 0
         while parts:
             start, end = parts.popleft()
-            self._drop(batch, start, end, reason, response, detail)
+            if self._buffer.requeue(batch, start, end):
+                kept += end - start
+        if kept:
+            self._reporter.warn(
+                "requeue",
+                "could not deliver %d message(s) now (%s); they wait for a try in %gs",
+                kept,
+                detail,
+                self._requeue_pause,
+            )
 
 
 def _describe(response: Response) -> str:

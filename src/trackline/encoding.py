@@ -1,4 +1,4 @@
-"""JSON encoding for the wire: one orjson call per message, the wire limits, and clear errors.
+"""JSON encoding for the wire: one orjson call per message, its size limit, and clear errors.
 
 This is the only module that knows how Python values become Tracking API JSON. orjson already
 writes datetime, date, time, UUID, Enum, dataclasses, tuples and numpy-free numbers natively;
@@ -17,14 +17,7 @@ from typing import Any, Final
 import orjson
 
 from trackline.errors import InvalidMessage, InvalidMessageType, MessageTooLarge
-
-#: Largest encoded message the Tracking API accepts (32 KB).
-MAX_MESSAGE_BYTES: Final = 32 * 1024
-#: Largest request body the client sends. Segment documents 500 KB; staying at 500,000 bytes
-#: keeps us under the limit whichever way a server counts a kilobyte.
-MAX_BATCH_BYTES: Final = 500_000
-#: Most messages one batch request may carry.
-MAX_BATCH_MESSAGES: Final = 2500
+from trackline.wire import MAX_MESSAGE_BYTES
 
 _OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 # A message is encoded with a trailing newline that a slice then cuts off: see encode_message.
@@ -71,7 +64,7 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=_OPTIONS)
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Decode JSON text."""
     return orjson.loads(data)
 
@@ -134,20 +127,3 @@ def _find_problem(value: Any, path: str, depth: int) -> tuple[str | None, str, s
             "type",
         )
     return None, "", ""
-
-
-def envelope(items: list[bytes], sent_at: str) -> bytes:
-    """A `/v1/batch` request body around already-encoded messages: a byte join, no re-encode.
-
-    The head and tail go onto the first and last message so that the body is copied once,
-    by the join: a body is up to 500 KB gathered from messages spread over the heap, and each
-    further concatenation would copy all of it again.
-    """
-    head = b'{"batch":['
-    tail = b'],"sentAt":"' + sent_at.encode() + b'"}'
-    if not items:
-        return head + tail
-    parts = list(items)
-    parts[0] = head + parts[0]
-    parts[-1] = parts[-1] + tail
-    return b",".join(parts)

@@ -21,17 +21,15 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from trackline import wire
 from trackline._version import __version__
 from trackline.context import Scope
 from trackline.encoding import encode_message
 from trackline.errors import InvalidMessage, InvalidMessageType
-
-#: Every message type of the Spec, in the order the docs list them.
-MESSAGE_TYPES: Final = ("identify", "track", "page", "screen", "group", "alias")
+from trackline.wire import MAX_MESSAGE_ID_CHARS
 
 LIBRARY: Final = {"name": "trackline", "version": __version__}
 _LIBRARY_CONTEXT: Final = {"library": LIBRARY}
-MAX_MESSAGE_ID_CHARS: Final = 99
 
 Timestamp = dt.datetime | dt.date | str
 
@@ -125,30 +123,29 @@ def _format_second(second: int) -> str:
 
 
 def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
-    """Normalise a datetime, date or ISO-8601 string to UTC ISO-8601 with milliseconds.
+    """A call's timestamp on the wire: UTC ISO-8601 with milliseconds.
 
-    A naive datetime (or a date, taken as its local midnight) is read as local time, the way
-    Python itself reads it, then converted to UTC.
+    A string without an offset is UTC, as on the wire; a naive datetime (or a date, its
+    midnight) is local time, as Python reads it (see `trackline.wire`).
     """
-    if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidMessage(field, f"{value!r} is not an ISO-8601 date and time") from None
-        return format_timestamp(parsed, field)
-    if isinstance(value, dt.datetime):
-        moment = value
-    elif isinstance(value, dt.date):
-        moment = dt.datetime(value.year, value.month, value.day)
-    else:
-        raise InvalidMessageType(
-            field, f"must be a datetime, a date or an ISO-8601 string, not {type(value).__name__}"
-        )
     try:
-        utc = moment.astimezone(dt.UTC)
-    except (OverflowError, OSError, ValueError) as exc:
+        if isinstance(value, str):
+            moment = wire.parse_timestamp(value)
+            assert moment is not None
+        elif isinstance(value, dt.date):
+            moment = wire.from_python(value)
+        else:
+            raise InvalidMessageType(
+                field,
+                f"must be a datetime, a date or an ISO-8601 string, not {type(value).__name__}",
+            )
+        return wire.format_timestamp(moment)
+    except (OverflowError, OSError) as exc:
         raise InvalidMessage(field, f"{value!r} cannot be converted to UTC ({exc})") from None
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    except ValueError as exc:
+        if isinstance(value, str):
+            raise InvalidMessage(field, f"{value!r} is not an ISO-8601 date and time") from None
+        raise InvalidMessage(field, f"{value!r} cannot be converted to UTC ({exc})") from None
 
 
 def _identifier(value: object, field: str) -> str | None:

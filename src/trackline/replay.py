@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from trackline.client import Client
 from trackline.errors import InvalidMessage, InvalidMessageType
-from trackline.messages import MESSAGE_TYPES
+from trackline.wire import MESSAGE_TYPES, TYPES_IN_ORDER
 
 #: Python argument names of the message fields whose wire name differs.
 WIRE_NAMES: Final = {
@@ -44,7 +44,7 @@ def replay(client: Client, message: Mapping[str, Any]) -> str | None:
         raise InvalidMessageType("message", f"must be a JSON object, not {type(message).__name__}")
     kind = message.get("type")
     if kind not in MESSAGE_TYPES:
-        expected = ", ".join(MESSAGE_TYPES)
+        expected = ", ".join(TYPES_IN_ORDER)
         raise InvalidMessage("type", f"must be one of {expected}, not {kind!r}")
     timestamp = message.get("timestamp")
     if timestamp is None:

@@ -24,6 +24,7 @@ import math
 import random
 from typing import Final
 
+from trackline.config import default
 from trackline.stats import DropReason
 
 RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
@@ -91,9 +92,9 @@ def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
 class RetryPolicy:
     """How many times and how long to retry; immutable, shared by every worker."""
 
-    max_retries: int = 10
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
+    max_retries: int = default("max_retries")
+    backoff_base: float = default("backoff_base")
+    backoff_cap: float = default("backoff_cap")
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
         """Full-jitter backoff before retry `retry_number` (0 for the first retry)."""

@@ -41,6 +41,9 @@ class DropReason(enum.StrEnum):
     """The client was made with `send=False`: validated and counted, never sent."""
     SPOOL_FULL = "spool_full"
     """Durable mode: the spool was at `max_spool_bytes`."""
+    STORE_UNAVAILABLE = "store_unavailable"
+    """Durable mode: the spool could not be written: its file could not be created, the disk
+    is full, a write failed, or an unexpected error."""
     EXPIRED = "expired"
     """Durable mode: older than `max_age` when its turn came."""
     STORE_CORRUPT = "store_corrupt"
@@ -77,7 +80,11 @@ class Stats:
 
 
 class Counters:
-    """Mutable counters guarded by `lock`, which the buffer shares so snapshots are exact."""
+    """Mutable counters guarded by `lock`, which the buffer shares so snapshots are exact.
+
+    The buffer changes the fields with `lock` held, together with what it stores; the
+    `count_*` methods are for everyone else and take the lock themselves.
+    """
 
     def __init__(self, lock: threading.Lock | threading.RLock | None = None) -> None:
         self.lock = lock if lock is not None else threading.Lock()
@@ -98,6 +105,24 @@ class Counters:
         """Count `count` messages dropped for `reason` (call with `lock` held)."""
         key = str(reason)
         self.dropped[key] = self.dropped.get(key, 0) + count
+
+    def count_refused(self, reason: str) -> None:
+        """Count one message accepted and dropped at once, never queued."""
+        with self.lock:
+            self.enqueued += 1
+            self.add_dropped(reason, 1)
+
+    def count_retry(self) -> None:
+        """Count one retried request."""
+        with self.lock:
+            self.retries += 1
+
+    def count_request(self, body_bytes: int, delivered: bool) -> None:
+        """Count one request sent (and the batch it delivered)."""
+        with self.lock:
+            self.bytes_sent += body_bytes
+            if delivered:
+                self.batches += 1
 
     def snapshot(self) -> Stats:
         """A consistent copy of the counters."""

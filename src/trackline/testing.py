@@ -21,23 +21,19 @@ inside the block into the capture, so application code needs no change to be tes
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from trackline import _default
-from trackline import client as client_module
-from trackline.client import Client
+from trackline.client import Client, new_clients_send_to
 from trackline.encoding import loads
 from trackline.replay import wire_name
 from trackline.transport import Response
 
 #: Write key of the clients a `Capture` makes; any non-empty key would do.
 TEST_WRITE_KEY = "trackline-test-key"
-
-_COMPAT = "trackline.compat.segment"
 
 Message = dict[str, Any]
 
@@ -52,7 +48,7 @@ class Capture:
 
     # -- the Transport protocol --------------------------------------------------------------
 
-    def post(self, path: str, body: bytes) -> Response:
+    def post(self, path: str, body: bytes | bytearray) -> Response:
         """Record the messages of one request body (a batch or a single message)."""
         document = loads(body)
         batch = document.get("batch") if isinstance(document, dict) else None
@@ -80,25 +76,21 @@ class Capture:
     def installed(self) -> Iterator[Capture]:
         """Route the default client, and every `Client` created in the block, into the capture.
 
-        The default client becomes a synchronous capturing one; clients the code under test
-        creates itself keep their options (asynchronous ones record after their flush, see
-        `wait_for`). Everything is put back, and the clients made here shut down, on exit.
+        The default client becomes a synchronous capturing one, and the default clients of
+        compat modules (`trackline.compat.segment`) are made afresh, capturing too, on their
+        next use; clients the code under test creates itself keep their options (asynchronous
+        ones record after their flush, see `wait_for`). Everything is put back, and the
+        clients made here shut down, on exit.
         """
         saved_default = _default.swap(self.client())
-        compat = sys.modules.get(_COMPAT)
-        saved_compat = vars(compat).get("default_client") if compat is not None else None
-        if compat is not None:
-            vars(compat)["default_client"] = None
-        saved_override, client_module.transport_override = client_module.transport_override, self
+        saved_compat = {name: swap(None) for name, swap in _default.compat_defaults().items()}
         try:
-            yield self
+            with new_clients_send_to(self):
+                yield self
         finally:
-            client_module.transport_override = saved_override
             made: list[Any] = [_default.swap(saved_default)]
-            compat = sys.modules.get(_COMPAT)
-            if compat is not None:
-                made.append(vars(compat).get("default_client"))
-                vars(compat)["default_client"] = saved_compat
+            for name, swap in _default.compat_defaults().items():
+                made.append(swap(saved_compat.get(name)))
             for client in made:
                 if client is not None:
                     client.shutdown(timeout=1.0)

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+
+# urllib3 encodes every host with the idna codec on each new connection, which imports
+# `encodings.idna` on first use: a fork while a worker thread is inside that import leaves the
+# module's import lock held in the child by a thread the child does not have, and the child's
+# first connection waits for it forever. Imported here, before any thread or fork.
+import encodings.idna  # noqa: F401
 import logging
+import typing
 import zlib
 from typing import Final, Protocol
 
@@ -39,8 +46,12 @@ class Response:
 class Transport(Protocol):
     """Sends one request body to a path of the API; thread safe."""
 
-    def post(self, path: str, body: bytes) -> Response:
-        """POST `body` (uncompressed JSON) to `path`, e.g. `/v1/batch`."""
+    def post(self, path: str, body: bytes | bytearray) -> Response:
+        """POST `body` (uncompressed JSON) to `path`, e.g. `/v1/batch`.
+
+        `body` is the caller's until the call returns, and changes after it (the next attempt
+        rewrites its `sentAt`): a transport that keeps it must copy it.
+        """
         ...
 
     def reset_after_fork(self) -> None:
@@ -52,7 +63,7 @@ class Transport(Protocol):
         ...
 
 
-def gzip_bytes(data: bytes) -> bytes:
+def gzip_bytes(data: bytes | bytearray) -> bytes:
     """Compress `data` in the gzip format.
 
     One zlib call, not a compressor's compress() and flush(): each call lets go of the GIL,
@@ -97,8 +108,9 @@ class HttpTransport:
             )
         return urllib3.PoolManager(maxsize=self._connections, retries=False, timeout=self._timeout)
 
-    def post(self, path: str, body: bytes) -> Response:
-        payload = gzip_bytes(body) if self._gzip else body
+    def post(self, path: str, body: bytes | bytearray) -> Response:
+        # urllib3 sends any buffer as it is (it takes a memoryview of it); its types name bytes.
+        payload = gzip_bytes(body) if self._gzip else typing.cast(bytes, body)
         try:
             answer = self._pool.request(
                 "POST",

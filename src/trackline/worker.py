@@ -2,11 +2,15 @@
 
 The first thread starts lazily on the first message, so importing an app and forking it
 (gunicorn `--preload`) starts no thread in the parent that the children would lose. More
-threads, up to `workers`, start only when a backlog builds: a worker that took a full batch and
-left another full batch waiting starts the next one. An app sending a few events a second keeps
-one thread and one connection; a burst towards a far API gets several requests in flight, which
-is what throughput needs once each request costs a round trip. Threads are daemons: the
-interpreter's exit hook, not thread joins, decides how long exit may wait.
+threads, up to `workers`, start only when a backlog builds while the API answers: a worker that
+took a full batch and left another full batch waiting starts the next one. An app sending a few
+events a second keeps one thread and one connection; a burst towards a far API gets several
+requests in flight, which is what throughput needs once each request costs a round trip.
+
+While the API fails (no answer, 5xx, 429), only the first thread takes batches: more requests
+in flight would add load to an API that struggles, and hold one more batch in memory each, for
+nothing. The others finish what they hold and wait for an answer to come back. Threads are
+daemons: the interpreter's exit hook, not thread joins, decides how long exit may wait.
 """
 
 from __future__ import annotations
@@ -15,14 +19,11 @@ import logging
 import threading
 import time
 
-from trackline.buffer import MemoryBuffer
+from trackline.buffer import Buffer
 from trackline.delivery import Delivery
-from trackline.encoding import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
+from trackline.wire import BATCH_ROOM, MAX_BATCH_MESSAGES
 
 logger = logging.getLogger(__name__)
-
-#: Room kept in a request body for the envelope around the messages (`{"batch":[...],...}`).
-ENVELOPE_BYTES = 64
 
 
 class Workers:
@@ -30,12 +31,13 @@ class Workers:
 
     def __init__(
         self,
-        buffer: MemoryBuffer,
+        buffer: Buffer,
         delivery: Delivery,
         stop: threading.Event,
         *,
         count: int,
         interval: float,
+        flush_at: int,
         name: str,
     ) -> None:
         self._buffer = buffer
@@ -43,6 +45,7 @@ class Workers:
         self._stop = stop
         self._count = count
         self._interval = interval
+        self._flush_at = flush_at
         self._name = name
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -64,7 +67,10 @@ class Workers:
 
     def _add_thread(self) -> None:
         thread = threading.Thread(
-            target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True
+            target=self._run,
+            args=(not self._threads,),
+            name=f"{self._name}-{len(self._threads)}",
+            daemon=True,
         )
         thread.start()
         self._threads.append(thread)
@@ -75,14 +81,20 @@ class Workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads)
 
-    def _run(self) -> None:
+    def _run(self, first: bool) -> None:
         buffer = self._buffer
-        max_bytes = MAX_BATCH_BYTES - ENVELOPE_BYTES
+        delivery = self._delivery
         while not self._stop.is_set():
-            batch = buffer.take(MAX_BATCH_MESSAGES, max_bytes, self._interval)
+            if not first and not delivery.answering:
+                self._stop.wait(self._interval)
+                continue
+            batch = buffer.take(MAX_BATCH_MESSAGES, BATCH_ROOM, self._interval)
             if batch is None:
                 continue
-            if len(self._threads) < self._count and buffer.backlogged():
+            # A full batch still waiting: one more request in flight would help, if the API
+            # answers.
+            backlog = len(buffer) >= self._flush_at
+            if backlog and delivery.answering and len(self._threads) < self._count:
                 self._grow()
             try:
                 self._delivery.deliver(batch)

@@ -246,17 +246,21 @@ def test_ids_may_be_numbers_and_message_ids_any_object(
     assert (sent["userId"], sent["groupId"], sent["messageId"]) == ("42", "7", str(mid))
 
 
-def test_a_naive_datetime_in_the_past_is_taken_as_utc(
+def test_timestamps_follow_tracklines_one_rule(
     make_segment_client: Any, capture: CaptureServer
 ) -> None:
-    """Historical imports with naive datetimes keep segment's reading (UTC); aware ones are
-    converted."""
+    """Aware datetimes are converted to UTC; a naive one is local time, as everywhere in
+    trackline (segment guessed: local within 5 s of now, else UTC); a string without an
+    offset is UTC, as on the wire."""
     client = make_segment_client(sync_mode=True)
-    client.track("u", "Old", timestamp=dt.datetime(2010, 1, 18, 12, 30))
     eastern = dt.timezone(dt.timedelta(hours=-5))
     client.track("u", "Aware", timestamp=dt.datetime(2010, 1, 18, 7, 30, tzinfo=eastern))
-    first, second = capture.delivered()
-    assert first["timestamp"] == second["timestamp"] == "2010-01-18T12:30:00.000Z"
+    naive = dt.datetime(2010, 1, 18, 12, 30)
+    client.track("u", "Naive", timestamp=naive)
+    client.track("u", "Text", timestamp="2010-01-18T12:30:00")
+    aware, local, text = capture.delivered()
+    assert aware["timestamp"] == text["timestamp"] == "2010-01-18T12:30:00.000Z"
+    assert local["timestamp"] == naive.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def test_values_json_cannot_hold_are_dropped_with_a_warning(
@@ -300,13 +304,48 @@ def test_debug_does_not_configure_logging(make_segment_client: Any) -> None:
     assert after == before
 
 
-def test_module_flush_and_shutdown_before_any_call_do_nothing(analytics: ModuleType) -> None:
-    """segment would build a client (and need a write key) just to flush; we do not."""
+def test_module_join_and_shutdown_before_any_call_do_nothing(analytics: ModuleType) -> None:
+    """With no default client yet, `join()` and `shutdown()` make none (and need no key)."""
     analytics.write_key = None
-    analytics.flush()
     analytics.join()
     analytics.shutdown()
     assert analytics.default_client is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("write_key", "test-init"),
+        ("host", "http://127.0.0.1:9"),
+        ("debug", True),
+        ("send", False),
+        ("sync_mode", True),
+        ("gzip", True),
+        ("timeout", 7),
+        ("max_retries", 3),
+        ("max_queue_size", 1234),
+        ("upload_size", 50),
+        ("upload_interval", 0.25),
+    ],
+)
+def test_module_flush_makes_the_default_client_from_the_settings(
+    analytics: ModuleType, setting: str, value: Any
+) -> None:
+    """As in segment, `flush()` before any call makes the default client from the module's
+    settings, so `default_client` reads back what was set."""
+    analytics.shutdown()
+    setattr(analytics, setting, value)
+    assert analytics.default_client is None
+    analytics.flush()
+    assert getattr(analytics.default_client, setting) == value
+
+
+def test_module_flush_without_a_write_key_raises_like_segment(analytics: ModuleType) -> None:
+    """Making the default client needs a write key, as in segment: AssertionError naming it."""
+    analytics.shutdown()
+    analytics.write_key = None
+    with pytest.raises(AssertionError, match="write_key"):
+        analytics.flush()
 
 
 def test_module_calls_after_shutdown_start_a_new_client(

@@ -7,8 +7,12 @@ ASGI apps run under uvicorn. Both bind port 0 so parallel runs never collide.
 from __future__ import annotations
 
 import contextlib
+import os
+import pathlib
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -19,6 +23,8 @@ from typing import Any
 from wsgiref.types import WSGIApplication
 
 import uvicorn
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
@@ -79,3 +85,23 @@ def fetch(
     except urllib.error.HTTPError as error:
         with error:
             return error.code, error.read()
+
+
+def gunicorn(
+    app: str, sock: socket.socket, env: Mapping[str, str], *options: str
+) -> subprocess.Popen[str]:
+    """A real gunicorn serving `app` (`module:callable`) on `sock`, from the repository root,
+    with the environment minus `TRACKLINE_*` plus `env`; `options` go before the app."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRACKLINE_")}
+    environment.update(env)
+    command = [sys.executable, "-m", "gunicorn", f"--bind=fd://{sock.fileno()}"]
+    command += ["--graceful-timeout=10", "--log-level=warning", *options, app]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environment,
+        pass_fds=[sock.fileno()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

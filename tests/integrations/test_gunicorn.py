@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
-import pathlib
 import signal
 import socket
 import subprocess
-import sys
 from typing import Any
 
 import orjson
 import pytest
 
 from tests.collector.conftest import source_of
-from tests.integrations.serving import fetch
+from tests.integrations.serving import fetch, gunicorn
 from trackline.collector import RunningCollector
 from trackline.collector.store import EventQuery
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 APPS = {
     "flask": ("tests.integrations.apps.flask_app:create_app()", "Flask Hit"),
     "django": ("tests.integrations.apps.django_app:application", "Django Hit"),
@@ -36,33 +32,13 @@ REQUESTS = 24
 
 
 def start_gunicorn(app: str, host: str, sock: socket.socket) -> subprocess.Popen[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRACKLINE_")}
-    env.update(
-        TEST_APP_SERVE=app,
-        TEST_APP_TRACKLINE_WRITE_KEY=f"{app}-key",
-        TEST_APP_TRACKLINE_HOST=host,
-        TEST_APP_TRACKLINE_OPTIONS=json.dumps({"flush_interval": 60, "flush_at": 1000}),
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--preload",
-        "--workers=2",
-        f"--bind=fd://{sock.fileno()}",
-        "--graceful-timeout=10",
-        "--log-level=warning",
-        APPS[app][0],
-    ]
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        pass_fds=[sock.fileno()],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {
+        "TEST_APP_SERVE": app,
+        "TEST_APP_TRACKLINE_WRITE_KEY": f"{app}-key",
+        "TEST_APP_TRACKLINE_HOST": host,
+        "TEST_APP_TRACKLINE_OPTIONS": json.dumps({"flush_interval": 60, "flush_at": 1000}),
+    }
+    return gunicorn(APPS[app][0], sock, env, "--preload", "--workers=2")
 
 
 def stored(collector: RunningCollector) -> list[dict[str, Any]]:

@@ -22,7 +22,8 @@ import pytest
 import trackline
 from tests.support.faultproxy import Bandwidth, BlackHole, Direction, FaultProxy, Latency
 from tests.support.ledger import CollectorStore, Ledger
-from trackline.encoding import MAX_BATCH_BYTES, encode_message
+from trackline.encoding import encode_message
+from trackline.wire import MAX_BATCH_BYTES
 
 MakeClient = Callable[..., trackline.Client]
 

@@ -71,6 +71,12 @@ class CaptureServer:
         self.rule: Callable[[bytes], Reply | None] | None = None
         self._lock = threading.Condition()
         self._closing = threading.Event()
+        #: Answers wait while it is clear: a test holds them to see what goes on meanwhile.
+        self.gate = threading.Event()
+        self.gate.set()
+        #: Requests being answered now, and the most there ever were at once.
+        self.in_progress = 0
+        self.most_in_progress = 0
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.owner = self
         # A short poll lets close() return at once instead of after serve_forever's 0.5 s poll.
@@ -92,6 +98,7 @@ class CaptureServer:
 
     def close(self) -> None:
         self._closing.set()
+        self.gate.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -178,6 +185,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         owner = self.server.owner
+        with owner._lock:
+            owner.in_progress += 1
+            owner.most_in_progress = max(owner.most_in_progress, owner.in_progress)
+        try:
+            self._answer(owner)
+        finally:
+            with owner._lock:
+                owner.in_progress -= 1
+
+    def _answer(self, owner: CaptureServer) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
         body = raw
@@ -187,6 +204,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {key.lower(): value for key, value in self.headers.items()}
         status = reply.status if reply.action == "answer" else None
         owner.record(Captured(self.path, headers, raw, body, time.monotonic(), status))
+        owner.gate.wait(30)
         if reply.delay:
             time.sleep(reply.delay)
         if reply.action == "hang":

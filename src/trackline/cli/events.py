@@ -31,7 +31,7 @@ import urllib3
 
 from trackline.cli import _event_table
 from trackline.cli._common import fail, positive_seconds
-from trackline.messages import MESSAGE_TYPES
+from trackline.wire import TYPES_IN_ORDER
 
 DEFAULT_COLLECTOR: Final = "http://127.0.0.1:8765"
 #: A live stream sends a keep-alive every 15 s; this long without a byte means it is gone.
@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "as a table (or JSON lines). --follow keeps printing new events until Ctrl-C.",
     )
     add_host_option(parser)
-    parser.add_argument("--type", choices=MESSAGE_TYPES, help="only this type")
+    parser.add_argument("--type", choices=TYPES_IN_ORDER, help="only this type")
     parser.add_argument("--user-id", metavar="ID", help="only this user")
     parser.add_argument("--anonymous-id", metavar="ID", help="only this anonymous id")
     parser.add_argument("--event", metavar="NAME", help="only this event (or page/screen) name")

@@ -37,8 +37,8 @@ from trackline.cli._import_read import CONVERSIONS, CsvMapping, Line, read_csv, 
 from trackline.cli._progress import Progress, format_duration
 from trackline.client import Client
 from trackline.errors import ConfigError, MessageError
-from trackline.messages import MESSAGE_TYPES
 from trackline.replay import replay
+from trackline.wire import TYPES_IN_ORDER
 
 EXIT_INTERRUPTED: Final = 130
 #: Bad lines reported one by one as they are met; the summary counts the rest.
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--format", choices=("jsonl", "csv"), help="default: csv for *.csv files, else jsonl"
     )
     parser.add_argument(
-        "--type", choices=MESSAGE_TYPES, help="CSV: the type of rows without a type column"
+        "--type", choices=TYPES_IN_ORDER, help="CSV: the type of rows without a type column"
     )
     parser.add_argument(
         "--map",

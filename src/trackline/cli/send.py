@@ -27,9 +27,9 @@ from trackline.cli._common import (
 )
 from trackline.client import Client
 from trackline.errors import ConfigError, DeliveryError, MessageError
-from trackline.messages import MESSAGE_TYPES
 from trackline.replay import replay as replay_message
 from trackline.replay import wire_name
+from trackline.wire import TYPES_IN_ORDER
 
 #: Options that belong to some message types only: option name -> the types it applies to.
 TYPE_OPTIONS: Final = {
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "wait for the server's answer. Prints the message id; exits 1 if it was not delivered.",
     )
     parser.add_argument(
-        "type", choices=MESSAGE_TYPES, metavar="TYPE", help=" | ".join(MESSAGE_TYPES)
+        "type", choices=TYPES_IN_ORDER, metavar="TYPE", help=" | ".join(TYPES_IN_ORDER)
     )
     add_destination_options(parser)
     parser.add_argument(

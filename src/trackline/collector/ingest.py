@@ -15,21 +15,20 @@ import math
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import orjson
 
-#: Request body limit, counted after gzip inflation: Segment's 500 KB.
-MAX_REQUEST_BYTES: Final = 512_000
-#: Limit of one message's compact JSON encoding: Segment's 32 KB.
-MAX_MESSAGE_BYTES: Final = 32_768
-#: Most messages one batch may carry.
-MAX_BATCH_MESSAGES: Final = 2500
-#: A messageId must be shorter than 100 characters.
-MAX_MESSAGE_ID_CHARS: Final = 99
+# The wire's limits, message types and timestamp rules are the client's too.
+from trackline.wire import MAX_BATCH_MESSAGES as MAX_BATCH_MESSAGES
+from trackline.wire import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from trackline.wire import MAX_MESSAGE_ID_CHARS as MAX_MESSAGE_ID_CHARS
+from trackline.wire import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES
+from trackline.wire import MESSAGE_TYPES as MESSAGE_TYPES
+from trackline.wire import format_timestamp as format_timestamp
+from trackline.wire import parse_timestamp as parse_timestamp
 
-MESSAGE_TYPES: Final = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 #: analytics.js posts one message to `/v1/` + the first letter of its type.
 SHORT_TYPES: Final = {kind[0]: kind for kind in MESSAGE_TYPES}
 # `integrations` is not checked here: a malformed one is stored and routed nowhere (see
@@ -214,24 +213,6 @@ def parse_single(body: bytes, route_type: str) -> Envelope:
     return Envelope(
         messages=[document], write_key=_envelope_write_key(document), route_type=route_type
     )
-
-
-def parse_timestamp(value: object) -> datetime | None:
-    """An ISO 8601 timestamp as an aware datetime (naive means UTC); None when absent."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"must be an ISO 8601 string, not {type(value).__name__}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value[:40]!r} is not an ISO 8601 timestamp") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """UTC, milliseconds and `Z`: the one form every stored timestamp takes, so they sort."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 class Row(NamedTuple):

@@ -1,25 +1,20 @@
 """Translating between segment-analytics-python's conventions and trackline's: argument errors,
-ids, timestamps, proxies, and the cleaning of values JSON cannot hold."""
+ids, proxies, and the cleaning of values JSON cannot hold."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import numbers
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from trackline import messages
 from trackline.encoding import dumps
 from trackline.errors import ConfigError, MessageError, MessageTooLarge
 
 logger = logging.getLogger(__name__)
 
-#: A naive timestamp this close to now was made with `datetime.now()`: local time. An older one
-#: is taken as UTC, as segment-analytics-python does.
-LOCAL_TIME_WINDOW: Final = dt.timedelta(seconds=5)
 #: Message fields that may hold arbitrary user values, cleaned like segment's `clean()` does.
 PAYLOAD_FIELDS: Final = ("properties", "traits", "context", "integrations")
 _DROP: Final = object()
@@ -52,15 +47,6 @@ def stringify_id(value: Any) -> Any:
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
         return str(value)
     return value
-
-
-def segment_timestamp(value: Any) -> str:
-    """segment's reading of a naive datetime: local time if it is within seconds of now (made
-    by `datetime.now()`), else UTC."""
-    naive = isinstance(value, dt.datetime) and value.tzinfo is None
-    if naive and dt.datetime.now() - value >= LOCAL_TIME_WINDOW:
-        value = value.replace(tzinfo=dt.UTC)
-    return messages.format_timestamp(value)
 
 
 def cleaned_payload(msg: dict[str, Any]) -> dict[str, Any] | None:

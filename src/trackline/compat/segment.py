@@ -23,20 +23,19 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from trackline import messages
+from trackline import _default, messages
 from trackline.client import Client as _Engine
 from trackline.compat._segment_values import (
     cleaned_payload,
     proxy_for,
     segment_errors,
-    segment_timestamp,
     stringify_id,
 )
 from trackline.config import resolve_host
-from trackline.encoding import MAX_BATCH_MESSAGES
 from trackline.errors import DeliveryError, InvalidMessageType
 from trackline.replay import replay
 from trackline.stats import Stats
+from trackline.wire import MAX_BATCH_MESSAGES
 
 Message = dict[str, Any]
 Result = tuple[bool, Message]
@@ -116,6 +115,11 @@ class Client:
         self.gzip = gzip
         self.timeout = timeout
         self.proxies = proxies
+        self.max_queue_size = max_queue_size
+        self.max_retries = max_retries
+        self.upload_size = upload_size
+        self.upload_interval = upload_interval
+        self.thread = thread
         options: dict[str, Any] = {}
         if max_total_backoff_duration:
             options["delivery_timeout"] = max_total_backoff_duration
@@ -264,7 +268,7 @@ class Client:
     ) -> Result:
         """Build segment's message dict, send it through the engine, return `(ok, message)`."""
         with segment_errors():
-            when = messages.now_iso() if timestamp is None else segment_timestamp(timestamp)
+            when = messages.now_iso() if timestamp is None else messages.format_timestamp(timestamp)
             if not isinstance(context or {}, Mapping):
                 raise InvalidMessageType("context", "must be a mapping (dict)")
             msg: Message = {
@@ -354,6 +358,18 @@ def _default_client() -> Client:
         return default_client
 
 
+def swap_default_client(client: Client | None) -> Client | None:
+    """Make `client` the default client (None: made from the settings on next use); returns
+    the one it replaced. For test helpers (`trackline.testing.Capture.installed()`)."""
+    global default_client
+    with _lock:
+        old, default_client = default_client, client
+    return old
+
+
+_default.register_compat_default(__name__, swap_default_client)
+
+
 def track(*args: Any, **kwargs: Any) -> Result:
     """Send a track call with the default client."""
     return _default_client().track(*args, **kwargs)
@@ -385,10 +401,9 @@ def screen(*args: Any, **kwargs: Any) -> Result:
 
 
 def flush() -> None:
-    """Flush the default client (nothing to do before the first call)."""
-    client = default_client
-    if client is not None:
-        client.flush()
+    """Flush the default client, made from the settings first if no call made it yet (as
+    segment does: `default_client` then reads back what was set)."""
+    _default_client().flush()
 
 
 def join() -> None:

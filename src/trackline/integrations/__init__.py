@@ -16,8 +16,10 @@ which is an optional extra (`pip install 'trackline[django]'`, `'trackline[flask
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import threading
+import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -33,34 +35,6 @@ App = TypeVar("App")
 SettingReader = Callable[[str, Any], Any]
 
 _lock = threading.Lock()
-_configured: tuple[tuple[str | None, str | None, dict[str, Any]], Client] | None = None
-
-
-def init_default_client(
-    write_key: str | None, host: str | None, options: Mapping[str, Any] | None
-) -> None:
-    """`trackline.init` from framework settings, once per distinct configuration.
-
-    Frameworks build middleware more than once (Django's test client builds a handler per
-    client), and re-running `init` would replace a client that may hold queued events. With
-    none of the three set, the default client is left to the `trackline` module settings and
-    the `TRACKLINE_*` environment variables.
-    """
-    global _configured
-    if write_key is None and host is None and not options:
-        return
-    if options is not None and not isinstance(options, Mapping):
-        raise ConfigError("TRACKLINE_OPTIONS", f"must be a dict, not {type(options).__name__}")
-    wanted = (write_key, host, dict(options or {}))
-    with _lock:
-        if (
-            _configured is not None
-            and _configured[0] == wanted
-            and _default._client is _configured[1]
-        ):
-            return
-        client = _default.init(write_key, **({"host": host} if host else {}), **wanted[2])
-        _configured = (wanted, client)
 
 
 class RequestOptions(TypedDict):
@@ -72,29 +46,39 @@ class RequestOptions(TypedDict):
     browser_anonymous_id: bool
 
 
-def from_settings(setting: SettingReader) -> RequestOptions:
-    """Configure an integration from `TRACKLINE_*` settings (Django settings, Flask config).
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """The default client's settings: `TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST` and
+    `TRACKLINE_OPTIONS` (a dict of `Client` options); None and empty when not set."""
 
-    Initialises the default client from `TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST` and
-    `TRACKLINE_OPTIONS` (a dict of `Client` options), and returns the request options read
-    from `TRACKLINE_TRUSTED_PROXIES`, `TRACKLINE_PAGE_VIEWS`, `TRACKLINE_PAGE_FILTER` (a
-    callable or its dotted path) and `TRACKLINE_BROWSER_ANONYMOUS_ID`. A wrong value raises
-    `ConfigError` naming the setting.
+    write_key: str | None = None
+    host: str | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """What the `TRACKLINE_*` settings of a framework say, read and checked."""
+
+    client: ClientSettings
+    request: RequestOptions
+
+
+def read_settings(setting: SettingReader) -> Settings:
+    """Read `TRACKLINE_*` settings (Django settings, Flask config); changes nothing.
+
+    The request options come from `TRACKLINE_TRUSTED_PROXIES`, `TRACKLINE_PAGE_VIEWS`,
+    `TRACKLINE_PAGE_FILTER` (a callable or its dotted path) and
+    `TRACKLINE_BROWSER_ANONYMOUS_ID`. A wrong value raises `ConfigError` naming the setting.
     """
-    try:
-        init_default_client(
-            setting("TRACKLINE_WRITE_KEY", None),
-            setting("TRACKLINE_HOST", None),
-            setting("TRACKLINE_OPTIONS", None),
-        )
-    except ConfigError as error:
-        if error.option.startswith("TRACKLINE_"):
-            raise
-        if error.option in ("write_key", "host"):
-            raise ConfigError(f"TRACKLINE_{error.option.upper()}", error.problem) from None
-        raise ConfigError("TRACKLINE_OPTIONS", f"{error.option}: {error.problem}") from None
-    except TypeError as error:
-        raise ConfigError("TRACKLINE_OPTIONS", str(error)) from None
+    options = setting("TRACKLINE_OPTIONS", None)
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError("TRACKLINE_OPTIONS", f"must be a dict, not {type(options).__name__}")
+    client = ClientSettings(
+        setting("TRACKLINE_WRITE_KEY", None),
+        setting("TRACKLINE_HOST", None),
+        types.MappingProxyType(dict(options or {})),
+    )
     page_filter = setting("TRACKLINE_PAGE_FILTER", None)
     if isinstance(page_filter, str):
         page_filter = import_object(page_filter, "TRACKLINE_PAGE_FILTER")
@@ -111,13 +95,47 @@ def from_settings(setting: SettingReader) -> RequestOptions:
         PageViews(page_views, page_filter)
     except ConfigError as error:
         raise ConfigError(f"TRACKLINE_{error.option.upper()}", error.problem) from None
-    options = RequestOptions(
+    request = RequestOptions(
         trusted_proxies=tuple(proxies),
         page_views=page_views,
         page_filter=page_filter,
         browser_anonymous_id=browser_anonymous_id,
     )
-    return options
+    return Settings(client, request)
+
+
+_configured: tuple[ClientSettings, Client] | None = None
+
+
+def configure_default_client(settings: ClientSettings) -> None:
+    """`trackline.init` from framework settings, once per distinct configuration.
+
+    Frameworks build middleware more than once (Django's test client builds a handler per
+    client), and re-running `init` would replace a client that may hold queued events. With
+    nothing set, the default client is left to the `trackline` module settings and the
+    `TRACKLINE_*` environment variables. A wrong option raises `ConfigError` naming its
+    setting.
+    """
+    global _configured
+    if settings == ClientSettings():
+        return
+    with _lock:
+        if (
+            _configured is not None
+            and _configured[0] == settings
+            and _default.current() is _configured[1]
+        ):
+            return
+        host = {"host": settings.host} if settings.host else {}
+        try:
+            client = _default.init(settings.write_key, **host, **settings.options)
+        except ConfigError as error:
+            if error.option in ("write_key", "host"):
+                raise ConfigError(f"TRACKLINE_{error.option.upper()}", error.problem) from None
+            raise ConfigError("TRACKLINE_OPTIONS", f"{error.option}: {error.problem}") from None
+        except TypeError as error:
+            raise ConfigError("TRACKLINE_OPTIONS", str(error)) from None
+        _configured = (settings, client)
 
 
 def import_object(path: str, setting: str) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from trackline.browser import Snippet
-from trackline.integrations import from_settings
+from trackline.integrations import configure_default_client, read_settings
 from trackline.integrations.loader import settings_snippet
 from trackline.integrations.wsgi import TracklineMiddleware
 
@@ -49,7 +49,9 @@ class Trackline:
         """Read the app's `TRACKLINE_*` config and wrap its WSGI app; once per app."""
         if "trackline" in app.extensions:
             return
-        options = from_settings(app.config.get)
+        found = read_settings(app.config.get)
+        configure_default_client(found.client)
+        options = found.request
         app.wsgi_app = TracklineMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
         app.add_template_global(trackline_snippet)
         app.extensions["trackline"] = self

@@ -41,7 +41,7 @@ class RelayTransport(HttpTransport):
     """The client's HTTP transport, posting batches without the envelope's `sentAt` (see the
     module docstring); a body of another shape goes as it is."""
 
-    def post(self, path: str, body: bytes) -> Response:
+    def post(self, path: str, body: bytes | bytearray) -> Response:
         cut = body.rfind(_SENT_AT)
         if (
             cut > 0

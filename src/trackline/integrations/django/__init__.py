@@ -32,7 +32,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 from trackline.context import enter, leave
-from trackline.integrations import from_settings
+from trackline.integrations import configure_default_client, read_settings
 from trackline.integrations.pages import PageView, PageViews
 from trackline.integrations.proxies import TrustedProxies
 from trackline.integrations.request import RequestInfo, from_environ, request_scope
@@ -46,7 +46,9 @@ class TracklineMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
-        options = from_settings(lambda name, default: getattr(settings, name, default))
+        found = read_settings(lambda name, default: getattr(settings, name, default))
+        configure_default_client(found.client)
+        options = found.request
         self._proxies = TrustedProxies(options["trusted_proxies"])
         self._pages = PageViews(options["page_views"], options["page_filter"])
         self._browser_anonymous_id = options["browser_anonymous_id"]

@@ -1,5 +1,6 @@
 """Group commit: concurrent callers share writes, each returns once its own row is written, a
-failed write reaches every caller of its group, and no group is left without a writer."""
+failed write reaches every caller of its group, no group is left without a writer, and the I/O
+runs without the lock."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import threading
 import time
 
 from trackline.errors import DeliveryError
-from trackline.spool_commit import GroupCommit
-from trackline.spool_file import Row, SpoolFile
+from trackline.spool.commit import GroupCommit
+from trackline.spool.file import Row, SpoolFile
 from trackline.stats import DropReason
 
 
@@ -16,20 +17,27 @@ class Recorder:
     """The write and settle callbacks of a GroupCommit: record each group; the first write can
     be held until released, and a group containing a marked ordinal fails."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock
         self.groups: list[list[int]] = []
         self.deletes: list[dict[SpoolFile, list[int]]] = []
+        self.retired: list[dict[SpoolFile, bool]] = []
+        self.locked_during_io: list[bool] = []
         self.hold_first = threading.Event()
         self.hold_first.set()
         self.started = threading.Event()
         self.fail_ordinal: int | None = None
 
-    def write(self, rows: list[Row], deletes: dict[SpoolFile, list[int]]) -> bool:
+    def write(
+        self, rows: list[Row], deletes: dict[SpoolFile, list[int]], retiring: dict[SpoolFile, bool]
+    ) -> bool:
+        self.locked_during_io.append(self.lock.locked())
         self.started.set()
         if not self.groups:
             self.hold_first.wait(5)
         self.groups.append([row[0] for row in rows])
         self.deletes.append(deletes)
+        self.retired.append(retiring)
         return self.fail_ordinal not in [row[0] for row in rows]
 
     def settle(self, rows: list[Row], admitted: set[int], ok: bool) -> DeliveryError | None:
@@ -38,7 +46,7 @@ class Recorder:
 
 def make() -> tuple[threading.Lock, GroupCommit[bool], Recorder]:
     lock = threading.Lock()
-    recorder = Recorder()
+    recorder = Recorder(lock)
     return lock, GroupCommit(lock, recorder.write, recorder.settle), recorder
 
 
@@ -106,6 +114,20 @@ def test_write_deletes_returns_once_the_queued_deletes_are_written() -> None:
     file = object.__new__(SpoolFile)
     with lock:
         commit.delete(file, [4, 5])
-        commit.write_deletes()
-        assert commit.deletes == {}
+        commit.write_pending()
     assert recorder.deletes == [{file: [4, 5]}]
+
+
+def test_a_retired_file_is_closed_by_the_next_write_without_its_deletes() -> None:
+    """A file retired after deletes were queued for it goes to the next write as a file to
+    close, and its deletes are dropped; the write runs with the lock let go."""
+    lock, commit, recorder = make()
+    drained, damaged = object.__new__(SpoolFile), object.__new__(SpoolFile)
+    with lock:
+        commit.delete(drained, [1])
+        commit.retire(drained, damaged=False)
+        commit.retire(damaged, damaged=True)
+        commit.write_pending()
+    assert recorder.deletes == [{}]
+    assert recorder.retired == [{drained: False, damaged: True}]
+    assert recorder.locked_during_io == [False]

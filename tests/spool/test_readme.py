@@ -11,7 +11,7 @@ import sys
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_durable_mode_example_runs_as_written(

@@ -1,11 +1,12 @@
-"""The spool files one process holds: its own, and those it adopted, in the order they are read.
+"""The spool files one process holds: its own, and those it adopted, in the order they are read;
+and the I/O of a group commit over them.
 
 At start (and in a forked child) the process adopts the files of processes that are gone,
 oldest first, and creates its own. Adopted files are read before its own and deleted once all
 their rows are settled. A file that cannot be read is quarantined and the loss counted; a file
 this process cannot create is retried at most once a second, meanwhile calls are dropped
-rather than raising. At shutdown the files still holding rows are unlocked for the next process,
-the empty ones deleted.
+(`store_unavailable`) rather than raising. At shutdown the files still holding rows are
+unlocked for the next process, the empty ones deleted.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import sqlite3
 import time
 from typing import Final, NamedTuple
 
-from trackline import spool_dir
 from trackline.errors import DeliveryError
 from trackline.report import Reporter
-from trackline.spool_file import Row, SpoolFile, is_corrupt, is_disk_full
+from trackline.spool import ownership
+from trackline.spool.file import Row, SpoolFile, is_corrupt, is_disk_full
 from trackline.stats import DropReason
 
 logger = logging.getLogger(__name__)
@@ -29,11 +30,12 @@ REOPEN_INTERVAL: Final = 1.0
 
 class Written(NamedTuple):
     """What one group commit did: the own file it wrote to (opened if there was none), why
-    its rows failed if they did, and the files found damaged on the way."""
+    its rows failed if they did, and the files it moved aside, damaged (found so on the way,
+    or retired as such), with where each went."""
 
     own: SpoolFile | None
     error: DeliveryError | None
-    broken: list[SpoolFile]
+    moved: list[tuple[SpoolFile, str]]
 
 
 class SpoolFiles:
@@ -54,7 +56,7 @@ class SpoolFiles:
         many messages they held, or None when that could not be told either).
         """
         try:
-            orphans = spool_dir.adopt_orphans(self.directory)
+            orphans = ownership.adopt_orphans(self.directory)
         except OSError as exc:
             logger.warning("cannot read the spool directory %s: %s", self.directory, exc)
             return []
@@ -81,7 +83,7 @@ class SpoolFiles:
         return quarantined
 
     def _quarantine_unopened(
-        self, path: str, lock: spool_dir.FileLock, exc: BaseException
+        self, path: str, lock: ownership.FileLock, exc: BaseException
     ) -> tuple[str, int | None]:
         lost = SpoolFile.count_rows(path)
         target = _move_aside(path)
@@ -104,7 +106,7 @@ class SpoolFiles:
         if now < self._reopen_at:
             return None
         try:
-            path, lock = spool_dir.create_own(self.directory)
+            path, lock = ownership.create_own(self.directory)
         except OSError as exc:
             self._reopen_at = now + REOPEN_INTERVAL
             self._reporter.warn("spool_open", "cannot create a spool file: %s", exc)
@@ -113,17 +115,24 @@ class SpoolFiles:
             file = SpoolFile(path, lock, self._synchronous, adopted=False)
         except Exception as exc:
             self._reopen_at = now + REOPEN_INTERVAL
-            spool_dir.remove(path)
+            ownership.remove(path)
             lock.release(unlink=True)
             self._reporter.warn("spool_open", "cannot create spool file %s: %s", path, exc)
             return None
         file.cursor = first_seq
         return file
 
-    def write(self, rows: list[Row], deletes: dict[SpoolFile, list[int]]) -> Written:
+    def write(
+        self,
+        rows: list[Row],
+        deletes: dict[SpoolFile, list[int]],
+        retiring: dict[SpoolFile, bool],
+    ) -> Written:
         """The I/O of one group commit (by the one writer, without the spool's lock): delete
-        from each file, then insert `rows` into this process's file with its deletes."""
-        broken = []
+        from each file, insert `rows` into this process's file with its deletes, then close the
+        files retiring (deleted when drained, moved aside when damaged). A file found damaged
+        on the way is moved aside at once."""
+        damaged = [file for file, is_damaged in retiring.items() if is_damaged]
         own = self.own
         for file, seqs in deletes.items():
             if file is own or file.lost:
@@ -132,24 +141,25 @@ class SpoolFiles:
                 file.write((), seqs)
             except sqlite3.Error as exc:
                 if is_corrupt(exc):
-                    broken.append(file)
+                    damaged.append(file)
                 self._reporter.warn("spool_delete", "cannot delete from %s: %s", file.path, exc)
+        error = None
         if own is None and rows:
             own = self.open_own(rows[0][0])
-        if own is None:
-            if not rows:
-                return Written(None, None, broken)
+        if own is None and rows:
             detail = "no spool file could be created; see the warnings logged"
-            return Written(None, DeliveryError(DropReason.SPOOL_FULL, detail), broken)
-        try:
-            own.write(rows, deletes.get(own, ()))
-        except sqlite3.Error as exc:
-            if is_corrupt(exc):
-                error = DeliveryError(DropReason.STORE_CORRUPT, f"spool file: {exc}")
-                return Written(own, error, [*broken, own])
-            what = "the disk is full" if is_disk_full(exc) else "the spool cannot be written"
-            return Written(own, DeliveryError(DropReason.SPOOL_FULL, f"{what}: {exc}"), broken)
-        return Written(own, None, broken)
+            error = DeliveryError(DropReason.STORE_UNAVAILABLE, detail)
+        elif own is not None and (rows or own in deletes):
+            try:
+                own.write(rows, deletes.get(own, ()))
+            except sqlite3.Error as exc:
+                error = _write_error(exc)
+                if is_corrupt(exc):
+                    damaged.append(own)
+        for file, is_damaged in retiring.items():
+            if not is_damaged:
+                discard(file)
+        return Written(own, error, [(file, quarantine(file)) for file in damaged])
 
     def next_to_read(self) -> SpoolFile | None:
         """The oldest file with rows not yet handed out."""
@@ -184,6 +194,15 @@ class SpoolFiles:
         self.own = None
 
 
+def _write_error(exc: sqlite3.Error) -> DeliveryError:
+    """Why rows could not be written: a damaged file (`store_corrupt`), or a spool the disk
+    refused, full or failing (`store_unavailable`)."""
+    if is_corrupt(exc):
+        return DeliveryError(DropReason.STORE_CORRUPT, f"spool file: {exc}")
+    what = "the disk is full" if is_disk_full(exc) else "the spool cannot be written"
+    return DeliveryError(DropReason.STORE_UNAVAILABLE, f"{what}: {exc}")
+
+
 def close_all(files: list[SpoolFile]) -> None:
     """At shutdown: delete the files that hold nothing, unlock the others for the next start."""
     for file in files:
@@ -197,7 +216,7 @@ def close_all(files: list[SpoolFile]) -> None:
 def discard(file: SpoolFile) -> None:
     """Close a file that holds nothing more and delete it, then its lock."""
     file.close()
-    spool_dir.remove(file.path)
+    ownership.remove(file.path)
     file.lock.release(unlink=True)
 
 
@@ -211,7 +230,7 @@ def quarantine(file: SpoolFile) -> str:
 
 def _move_aside(path: str) -> str:
     try:
-        return spool_dir.quarantine(path)
+        return ownership.quarantine(path)
     except OSError as exc:
         logger.warning("cannot move spool file %s into quarantine: %s", path, exc)
         return path

@@ -22,7 +22,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from trackline.spool_dir import FileLock
+from trackline.spool.ownership import FileLock
+from trackline.wire import batch_bytes
 
 #: Marks a SQLite file as a trackline spool ("TRKL").
 APPLICATION_ID: Final = 0x54524B4C
@@ -172,11 +173,10 @@ class SpoolFile:
         size = 0
         try:
             for row in cursor:
-                item_size = len(row[2]) + 1
-                if rows and size + item_size > max_bytes:
+                size += len(row[2])
+                if rows and batch_bytes(size, len(rows) + 1) > max_bytes:
                     break
                 rows.append(row)
-                size += item_size
         finally:
             cursor.close()
         return rows

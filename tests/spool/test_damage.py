@@ -1,5 +1,5 @@
 """Durable mode when the disk lets it down: unreadable files are quarantined and counted, the
-client starts clean and never crash-loops; a full disk drops new messages as `spool_full`
+client starts clean and never crash-loops; a full disk drops new messages as `store_unavailable`
 without raising; leftovers of interrupted starts and exits are cleaned up."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import trackline
 from tests.support.capture import CaptureServer, Reply
 from tests.support.spool_support import returned_ids, run_child
-from trackline import spool_file
+from trackline.spool import file as spool_file
 
 MakeClient = Callable[..., trackline.Client]
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "flush_interval": 0.02}
@@ -132,9 +132,9 @@ def test_a_file_damaged_while_running_is_quarantined_and_counted(
 def test_a_full_disk_drops_new_messages_and_never_raises(
     tmp_path: pathlib.Path, capture: CaptureServer
 ) -> None:
-    """With the process's files limited to 300 KB (what a full disk looks like), calls past
-    the limit return None and count `spool_full`; the process carries on and exits cleanly,
-    and what fit on disk is delivered by the next process."""
+    """With the process's files limited to 300 KB (writes past it fail, as on a full disk),
+    calls past the limit return None and count `store_unavailable`; the process carries on and
+    exits cleanly, and what fit on disk is delivered by the next process."""
     capture.default = Reply(503)
     spool, ids = tmp_path / "spool", tmp_path / "ids"
     output = run_child(
@@ -142,7 +142,7 @@ def test_a_full_disk_drops_new_messages_and_never_raises(
     )
     kept = returned_ids(ids)
     assert 0 < len(kept) < 2000
-    assert f"dropped={{'spool_full': {2000 - len(kept)}}}" in output
+    assert f"dropped={{'store_unavailable': {2000 - len(kept)}}}" in output
     capture.default = Reply(200)
     client = trackline.Client("k", host=capture.url, spool=spool, **FAST)  # type: ignore[arg-type]
     try:
@@ -170,11 +170,11 @@ def test_leftovers_of_interrupted_starts_are_removed(
 def test_an_unwritable_spool_directory_drops_calls_and_never_raises(
     tmp_path: pathlib.Path, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A spool path that cannot be a directory makes calls return None (`spool_full`, with
-    a warning saying why) instead of raising into the app."""
+    """A spool path that cannot be a directory makes calls return None (`store_unavailable`,
+    with a warning saying why) instead of raising into the app."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file")
     client = make_client("k", spool=blocker, **FAST)
     assert client.track("u", "Lost") is None
-    assert client.stats.dropped == {"spool_full": 1}
+    assert client.stats.dropped == {"store_unavailable": 1}
     assert "cannot create a spool file" in warnings_text(caplog)

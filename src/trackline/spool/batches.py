@@ -1,42 +1,42 @@
-"""Batches of the spool: a batch that knows the rows its messages came from, and the parts of
-batches held back after their delivery attempt ran out.
+"""Batches of the spool: a batch that knows the rows its messages came from, and the parts held
+back after their attempt ran out.
 
-In durable mode an attempt that runs out of retries or of `delivery_timeout` does not drop
-its messages: the part goes back to the spool, in front of newer rows, and is tried again once
-a pause (`backoff_cap`) is over. The messages stay in memory meanwhile (their rows stay on
-disk): at most one batch per worker, since nothing newer is handed out while a part waits.
+In durable mode an attempt that runs out of retries or of `delivery_timeout` does not drop its
+messages: the delivery loop requeues the part, which waits here, in front of newer rows, until
+a pause (`backoff_cap`) is over. Its messages stay in memory meanwhile (their rows stay on disk):
+at most one batch per worker, since nothing newer is handed out while a part waits.
 """
 
 from __future__ import annotations
 
+import array
 import bisect
 import time
 from collections.abc import Callable
 
-from trackline.buffer import Batch
-from trackline.spool_file import Row, SpoolFile
+from trackline.batch import Batch
+from trackline.spool.file import Row, SpoolFile
 
 
 class SpoolBatch(Batch):
-    """A batch that knows the file and the rows its messages came from."""
+    """A batch that knows the file and the rows its messages came from (None: not on disk)."""
 
     __slots__ = ("created", "file", "seqs")
 
     def __init__(self, rows: list[Row], first_seq: int, file: SpoolFile | None) -> None:
-        items = [row[2] for row in rows]
-        super().__init__(items, first_seq, sum(len(item) + 1 for item in items))
+        super().__init__([row[2] for row in rows], first_seq)
         self.file = file
-        self.seqs = [row[0] for row in rows]
-        self.created = [row[1] for row in rows]
+        self.seqs = array.array("q", [row[0] for row in rows])
+        self.created = array.array("d", [row[1] for row in rows])
 
     def rows(self, start: int = 0, end: int | None = None) -> list[Row]:
         """Part [start, end) as rows again."""
-        seqs, created, items = self.seqs, self.created, self.items
-        return list(zip(seqs[start:end], created[start:end], items[start:end], strict=True))
+        seqs, created = self.seqs[start:end], self.created[start:end]
+        return list(zip(seqs, created, self.messages(start, end), strict=True))
 
 
 class HeldParts:
-    """Given-back parts, oldest first, held until a pause after the last one is over."""
+    """Requeued parts, oldest first, held until a pause after the last one is over."""
 
     def __init__(self, pause: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._pause = pause

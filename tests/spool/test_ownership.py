@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pathlib
 
-from trackline import spool_dir
-from trackline.spool_dir import FileLock
+from trackline.spool import ownership
+from trackline.spool.ownership import FileLock
 
 
 def orphan(directory: pathlib.Path, token: str, *, lock_file: bool = True) -> pathlib.Path:
@@ -20,7 +20,7 @@ def orphan(directory: pathlib.Path, token: str, *, lock_file: bool = True) -> pa
 
 def test_a_held_lock_cannot_be_taken_and_a_released_one_can(tmp_path: pathlib.Path) -> None:
     """While one owner holds a file's lock nobody else gets it; once it lets go, others can."""
-    path, lock = spool_dir.create_own(str(tmp_path))
+    path, lock = ownership.create_own(str(tmp_path))
     assert path.endswith(".sqlite")
     assert FileLock.take(lock.path, create_new=False) is None
     lock.release(unlink=False)
@@ -36,9 +36,9 @@ def test_adoption_takes_free_files_oldest_first_and_skips_held_ones(
     """Orphans come back sorted by their creation time; a file whose owner lives is left."""
     newer = orphan(tmp_path, "00000000000000000002-2-bbbbbbbb")
     older = orphan(tmp_path, "00000000000000000001-1-aaaaaaaa", lock_file=False)
-    _, held = spool_dir.create_own(str(tmp_path))
-    (tmp_path / pathlib.Path(spool_dir.data_path(held.path)).name).touch()
-    adopted = spool_dir.adopt_orphans(str(tmp_path))
+    _, held = ownership.create_own(str(tmp_path))
+    (tmp_path / pathlib.Path(ownership.data_path(held.path)).name).touch()
+    adopted = ownership.adopt_orphans(str(tmp_path))
     try:
         assert [path for path, _ in adopted] == [str(older), str(newer)]
         assert all(FileLock.take(lock.path, create_new=False) is None for _, lock in adopted)
@@ -51,13 +51,13 @@ def test_adoption_takes_free_files_oldest_first_and_skips_held_ones(
 def test_a_lock_file_without_its_spool_file_is_removed(tmp_path: pathlib.Path) -> None:
     """A lock left by an exit interrupted between deleting the file and its lock goes away."""
     (tmp_path / "spool-00000000000000000001-1-aaaaaaaa.lock").touch()
-    assert spool_dir.adopt_orphans(str(tmp_path)) == []
+    assert ownership.adopt_orphans(str(tmp_path)) == []
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_directory_holds_no_orphans(tmp_path: pathlib.Path) -> None:
     """A spool directory that does not exist yet is simply empty."""
-    assert spool_dir.adopt_orphans(str(tmp_path / "nowhere")) == []
+    assert ownership.adopt_orphans(str(tmp_path / "nowhere")) == []
 
 
 def test_quarantine_moves_the_file_and_its_side_files(tmp_path: pathlib.Path) -> None:
@@ -65,7 +65,7 @@ def test_quarantine_moves_the_file_and_its_side_files(tmp_path: pathlib.Path) ->
     data = orphan(tmp_path, "00000000000000000001-1-aaaaaaaa")
     for suffix in ("-wal", "-shm"):
         pathlib.Path(f"{data}{suffix}").write_bytes(b"x")
-    target = spool_dir.quarantine(str(data))
+    target = ownership.quarantine(str(data))
     assert target == str(tmp_path / "quarantine" / data.name)
     assert sorted(path.name for path in (tmp_path / "quarantine").iterdir()) == [
         data.name,
