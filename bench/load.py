@@ -3,7 +3,8 @@
 Every request is built before the clock starts (unique messageIds, Basic auth, JSON bodies of
 `--batch` track messages), so the generator spends its time on the sockets only: asyncio on
 raw streams, one request in flight per connection. It prints one JSON line: events answered
-200, requests refused, and the seconds from the first byte sent to the last answer read.
+200, requests refused, the seconds from the first byte sent to the last answer read, and the
+median and 99th percentile of each request's time from sending to its answer.
 Because the collector answers 200 only after the commit, every event answered 200 is stored.
 
 Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]`.
@@ -23,6 +24,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench.peers import EVENT, WRITE_KEY
+
+#: Seconds a request may wait for its answer before it is counted as not answered.
+ANSWER_SECONDS = 60.0
 
 
 def build_requests(host: str, events: int, batch: int) -> list[tuple[bytes, int]]:
@@ -64,21 +68,33 @@ async def _connection(
     address: tuple[str, int],
     pending: collections.deque[tuple[bytes, int]],
     totals: collections.Counter[str],
+    latencies: list[float],
 ) -> None:
     reader, writer = await asyncio.open_connection(*address)
     try:
         while pending:
             request, count = pending.popleft()
+            sent = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            try:
+                async with asyncio.timeout(ANSWER_SECONDS):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    lines = head.decode("latin-1").split("\r\n")
+                    status = int(lines[0].split(" ", 2)[1])
+                    length = 0
+                    for line in lines[1:]:
+                        name, _, value = line.partition(":")
+                        if name.strip().lower() == "content-length":
+                            length = int(value)
+                    await reader.readexactly(length)
+            except TimeoutError:
+                # No answer: counted, and the connection is replaced (a run never hangs).
+                totals["refused"] += 1
+                totals["no_answer"] += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(*address)
+                continue
+            latencies.append(time.perf_counter() - sent)
             if status == 200:
                 totals["events"] += count
             else:
@@ -95,18 +111,26 @@ async def run(url: str, connections: int, events: int, batch: int) -> dict[str, 
     pending = collections.deque(build_requests(parts.netloc, events, batch))
     requests = len(pending)
     totals: collections.Counter[str] = collections.Counter()
+    latencies: list[float] = []
     start = time.monotonic()
-    await asyncio.gather(*(_connection(address, pending, totals) for _ in range(connections)))
+    await asyncio.gather(
+        *(_connection(address, pending, totals, latencies) for _ in range(connections))
+    )
     seconds = time.monotonic() - start
+    latencies.sort()
     return {
         "events": totals["events"],
         "requests": requests,
         "refused": totals["refused"],
         "statuses": {k: v for k, v in totals.items() if k.startswith("status_")},
+        "no_answer": totals["no_answer"],
         "seconds": seconds,
         "throughput": totals["events"] / seconds,
         "connections": connections,
         "batch": batch,
+        # From the request's first byte sent to its answer read: the acknowledgement time.
+        "ack_p50_ms": latencies[len(latencies) // 2] * 1e3 if latencies else None,
+        "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else None,
     }
 
 

@@ -48,6 +48,15 @@ def collector(tmp_path: pathlib.Path) -> Iterator[RunningCollector]:
         yield running
 
 
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a new PostgreSQL database of this test's own, dropped afterwards."""
+    from tests.support.postgres import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
 @pytest.fixture(autouse=True)
 def no_swallowed_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fail the test if trackline logged an exception it swallowed (a bug, not a delivery

@@ -1,9 +1,11 @@
-"""The SQLite store on its own: group commit, dedupe, counters, reads, failure and recovery."""
+"""The stores on their own: group commit, dedupe, counters, reads, failure and recovery. Tests
+taking `storage` run against every engine (SQLite and PostgreSQL); the rest are SQLite's."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import orjson
 import pytest
 
 from tests.collector.conftest import message
+from tests.support.postgres import fresh_database
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.live import LiveEvent
-from trackline.collector.store import EventQuery, StorageError, WriteResult
+from trackline.collector.store import EventQuery, StorageError, Store, WriteResult, open_store
 from trackline.collector.store import SQLiteStore as Storage
 
 
@@ -24,12 +27,27 @@ def rows(*numbers: int, source: str = "key", **fields: object) -> list[Row]:
 
 
 @pytest.fixture
-def storage(db_path: Path) -> Storage:
+def sqlite_storage(db_path: Path) -> Iterator[Storage]:
     with Storage(db_path, lock_timeout=0.1) as opened:
-        yield opened  # type: ignore[misc]
+        yield opened
 
 
-def test_rows_are_stored_once(storage: Storage) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
+    """An empty store of each engine."""
+    if request.param == "sqlite":
+        with Storage(db_path, lock_timeout=0.1) as opened:
+            yield opened
+        return
+    with fresh_database() as url:
+        opened = open_store(url, lock_timeout=1.0)
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+
+def test_rows_are_stored_once(storage: Store) -> None:
     """A messageId seen before is counted as a duplicate and not stored again."""
     assert storage.write(rows(1, 2)) == WriteResult(accepted=2, duplicates=0)
     assert storage.write(rows(2, 3)) == WriteResult(accepted=1, duplicates=1)
@@ -38,7 +56,7 @@ def test_rows_are_stored_once(storage: Storage) -> None:
     assert storage.stats().duplicates == 2
 
 
-def test_concurrent_requests_share_a_commit_and_keep_their_own_counts(storage: Storage) -> None:
+def test_concurrent_requests_share_a_commit_and_keep_their_own_counts(storage: Store) -> None:
     """Requests grouped into one transaction each get their own accepted/duplicate counts;
     a messageId carried by two of them is credited to the first."""
 
@@ -59,7 +77,7 @@ def test_concurrent_requests_share_a_commit_and_keep_their_own_counts(storage: S
     assert (stats.events, stats.duplicates, stats.rejected) == (4, 1, 2)
 
 
-def test_stats_count_by_type_and_source(storage: Storage) -> None:
+def test_stats_count_by_type_and_source(storage: Store) -> None:
     """/api/stats counts come from the stored rows, by type and by write key."""
     storage.write(rows(1, 2, source="a"))
     storage.write(rows(3, source="b", type="identify", event=None))
@@ -68,7 +86,7 @@ def test_stats_count_by_type_and_source(storage: Storage) -> None:
     assert stats.by_source == {"a": 2, "b": 1}
 
 
-def test_events_are_newest_first_and_filtered(storage: Storage) -> None:
+def test_events_are_newest_first_and_filtered(storage: Store) -> None:
     """Filters combine; results come newest first up to the limit."""
     storage.write(rows(1, 2, 3))
     storage.write(rows(4, event="Signed Up"))
@@ -90,7 +108,7 @@ def test_events_are_newest_first_and_filtered(storage: Storage) -> None:
     assert ids(since="2026-11-28T15:00:00.001Z") == []
 
 
-def test_one_event_by_message_id(storage: Storage) -> None:
+def test_one_event_by_message_id(storage: Store) -> None:
     """A stored message is found by its id, with its enrichment."""
     storage.write(rows(1))
     found = storage.event("message-1")
@@ -99,7 +117,7 @@ def test_one_event_by_message_id(storage: Storage) -> None:
     assert storage.event("missing") is None
 
 
-def test_clear_empties_the_store_and_the_counters(storage: Storage) -> None:
+def test_clear_empties_the_store_and_the_counters(storage: Store) -> None:
     """clear() deletes every event, resets counts, and dedupe starts over."""
     storage.write(rows(1, 1, 2), rejected=3)
     assert storage.clear() == 2
@@ -118,9 +136,12 @@ def test_reopening_keeps_events_counters_and_dedupe(db_path: Path) -> None:
     assert (stats.events, stats.duplicates, stats.rejected) == (3, 1, 1)
 
 
-def test_locked_database_fails_the_write_then_recovers(storage: Storage, db_path: Path) -> None:
+def test_locked_database_fails_the_write_then_recovers(
+    sqlite_storage: Storage, db_path: Path
+) -> None:
     """While another connection holds the write lock, writes fail with StorageError and store
     nothing; once it lets go, the next write succeeds without reopening anything."""
+    storage = sqlite_storage
     other = sqlite3.connect(db_path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
@@ -161,14 +182,14 @@ def test_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
         Storage(path)
 
 
-def test_wal_mode(storage: Storage, db_path: Path) -> None:
+def test_wal_mode(sqlite_storage: Storage, db_path: Path) -> None:
     """The file is in WAL mode, so readers never wait for the writer."""
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
 
-def test_subscribers_get_newly_stored_events(storage: Storage) -> None:
+def test_subscribers_get_newly_stored_events(storage: Store) -> None:
     """A live subscriber receives each newly stored event once, with increasing ids;
     duplicates are not published again."""
 
@@ -220,7 +241,7 @@ def test_requests_waiting_together_are_committed_together(db_path: Path) -> None
     assert results == [WriteResult(1, 0), WriteResult(2, 0), WriteResult(1, 1)]
 
 
-def test_row_ids_are_not_reused_after_a_clear(storage: Storage) -> None:
+def test_row_ids_are_not_reused_after_a_clear(storage: Store) -> None:
     """Events stored after clear() get ids above every id handed out before, so a reader
     following ids never mistakes a new event for an old one."""
     storage.write(rows(1, 2))

@@ -93,6 +93,26 @@ class CollectorStore:
         return int(self._query("SELECT duplicates FROM totals")[0][0])
 
 
+class PostgresCollectorStore:
+    """The collector's PostgreSQL database as a store, read on a connection of its own."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _query(self, sql: str) -> list[Any]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return conn.execute(sql).fetchall()
+
+    def stored_ids(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT message_id FROM trackline.events")]
+
+    def wire_duplicates(self) -> int:
+        """Messages the collectors received again after storing them (resent batches)."""
+        return int(self._query("SELECT coalesce(sum(duplicates), 0) FROM trackline.totals")[0][0])
+
+
 #: Drop reasons for messages that may have reached the server before the client gave up on
 #: them; one of these can be stored and dropped at once. Any other reason never can.
 MAY_HAVE_ARRIVED = frozenset({"shutdown_timeout", "delivery_timeout", "retries_exhausted"})

@@ -19,7 +19,37 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from trackline.collector.settings import CollectorSettings
 
-HELP = "run the local collector: a Tracking API server storing events in SQLite"
+HELP = (
+    "run the collector: a Tracking API server storing events in SQLite, or in PostgreSQL "
+    "for several collector processes"
+)
+#: Units `--retention` takes, in seconds.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """An argparse type: `30d`, `12h`, `90m` or `45s`, as seconds (more than zero)."""
+    value, unit = text[:-1], text[-1:].lower()
+    try:
+        seconds = float(value) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a number and one of d, h, m, s (30d, 12h)"
+        ) from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be longer than zero, not {text}")
+    return seconds
+
+
+def positive_count(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {count}")
+    return count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +57,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="TCP port, 0 for any free (8765)")
     parser.add_argument(
-        "--db", default="trackline.sqlite3", help="SQLite database file (trackline.sqlite3)"
+        "--db",
+        default="trackline.sqlite3",
+        metavar="PATH_OR_URL",
+        help="SQLite database file, or a postgresql://USER@HOST:PORT/DB URL (trackline.sqlite3)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=positive_count,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (PostgreSQL only) (1)",
+    )
+    parser.add_argument(
+        "--retention",
+        type=duration,
+        metavar="DURATION",
+        help="drop events older than this, a day's partition at a time, e.g. 30d "
+        "(PostgreSQL only; default: keep everything)",
     )
     keys = parser.add_argument_group("access")
     keys.add_argument(
@@ -166,6 +213,8 @@ def settings_from(
         fsync=args.fsync,
         analytics_js=args.analytics_js,
         destinations=_destinations(args),
+        retention=args.retention,
+        processes=args.processes,
     )
 
 
@@ -208,8 +257,13 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
 
+    from trackline.collector.store import is_postgres_url, redact
+
+    database = redact(args.db) if is_postgres_url(args.db) else args.db
+    several = f", {args.processes} processes" if args.processes > 1 else ""
+
     def ready(url: str) -> None:
-        print(f"trackline collector listening on {url} (database {args.db})", flush=True)
+        print(f"trackline collector listening on {url} (database {database}{several})", flush=True)
         for destination in settings.destinations:
             state = "" if destination.enabled else " (disabled)"
             print(f"  destination {destination.name} ({destination.kind}){state}", flush=True)

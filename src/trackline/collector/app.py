@@ -323,6 +323,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return answers.json_answer(document, exc.status_code, exc.headers)
 
 
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    # A read the store could not answer (PostgreSQL gone, locked or silent): not a failure of
+    # the collector's, and worth trying again shortly.
+    message = "the store cannot be read right now; try again shortly"
+    return answers.error(503, "storage_unavailable", message, retry_after=True)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # Answered outside the guard (Starlette's outermost layer), so it adds nosniff itself.
     answer = answers.error(500, "internal_error", "the collector failed; see its log")
@@ -358,13 +365,13 @@ def create_app(
 ) -> Starlette:
     """The collector as an ASGI app, for any ASGI server.
 
-    `database` is a SQLite file path (the app opens it at startup and closes it at shutdown),
-    an open `Store` the caller owns, or `CollectorSettings`; keyword `options` set (or
-    override) the settings' fields. Pages at `allow_origins` may send events and read the
-    analytics.js settings from a browser (CORS); `analytics_js` is a file served as
-    `/analytics.js/v1/{writeKey}/analytics.min.js` (see `browser.py`). Under a server of your
-    own, turn its proxy headers off
-    (uvicorn: `proxy_headers=False`): `trusted_proxies` is how the collector believes them.
+    `database` is a SQLite file path or a `postgresql://` URL (the app opens it at startup and
+    closes it at shutdown), an open `Store` the caller owns, or `CollectorSettings`; keyword
+    `options` set (or override) the settings' fields. Pages at `allow_origins` may send
+    events and read the analytics.js settings from a browser (CORS); `analytics_js` is a file
+    served as `/analytics.js/v1/{writeKey}/analytics.min.js` (see `browser.py`). Under a
+    server of your own, turn its proxy headers off (uvicorn: `proxy_headers=False`):
+    `trusted_proxies` is how the collector believes them.
     The header and send deadlines are carried by trackline's own server (`start`, `run`).
     Each stored event is queued for the `destinations` its `integrations` selects, and the
     app runs their routers while it serves.
@@ -390,7 +397,11 @@ def create_app(
         Route("/healthz", collector.health, methods=["GET"]),
         *debugger.routes(collector.page_refusal, collector.login),
     ]
-    handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
+    handlers: dict[Any, Any] = {
+        HTTPException: _http_error,
+        StorageError: _storage_unavailable,
+        Exception: _internal_error,
+    }
     policies = collector.policies
     # The guard first: no answer at all (not even to a preflight) for a host it refuses.
     middleware = [

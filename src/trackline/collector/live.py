@@ -35,7 +35,9 @@ class LiveEvent:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Lagged:
-    """Marks a gap: `missed` events were dropped because the subscriber fell behind."""
+    """Marks a gap: `missed` events were dropped because the subscriber fell behind, at
+    least; a gap of unknown size (the store lost sight of other processes' events for a
+    while) counts one."""
 
     missed: int
 
@@ -70,6 +72,14 @@ class Subscription:
             self._pending_chars += chars
         self._ready.set()
 
+    def _gap(self) -> None:
+        """Runs on the subscriber's loop."""
+        if self._closed:
+            return
+        self._missed += len(self._pending) + 1
+        self._pending.clear()
+        self._ready.set()
+
     def _end(self) -> None:
         self._closed = True
         self._ready.set()
@@ -79,6 +89,13 @@ class Subscription:
         try:
             self._loop.call_soon_threadsafe(self._deliver, events)
         except RuntimeError:  # the subscriber's loop is closed: nobody is listening
+            self._hub.unsubscribe(self)
+
+    def post_gap(self) -> None:
+        """Tell the subscriber, from any thread, that it may have missed events."""
+        try:
+            self._loop.call_soon_threadsafe(self._gap)
+        except RuntimeError:
             self._hub.unsubscribe(self)
 
     def post_end(self) -> None:
@@ -148,6 +165,13 @@ class EventHub:
             subscriptions = list(self._subscriptions)
         for subscription in subscriptions:
             subscription.post(events)
+
+    def gap(self) -> None:
+        """Tell every subscriber that events may have been missed, so it reloads."""
+        with self._lock:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.post_gap()
 
     def close(self) -> None:
         """End every subscription, now and later: lets a server shut down with streams open."""

@@ -41,6 +41,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from trackline.collector.access import check_bind, is_loopback_bind
 from trackline.collector.app import create_app
 from trackline.collector.live import EventHub
+from trackline.collector.processes import Supervisor
 from trackline.collector.settings import (
     DEFAULT_PORT,
     CollectorSettings,
@@ -176,9 +177,15 @@ def _protocol_class(header_timeout: float, send_timeout: float) -> type[H11Proto
 class _Server(uvicorn.Server):
     """uvicorn's server, ending live streams at shutdown and leaving signals to its caller."""
 
-    def __init__(self, config: uvicorn.Config, hub: EventHub) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        hub: EventHub,
+        signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
         super().__init__(config)
         self._hub = hub
+        self._signals = signals
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Open streams never end by themselves; uvicorn would wait for them until its timeout.
@@ -192,8 +199,7 @@ class _Server(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in self._signals}
         try:
             yield
         finally:
@@ -220,7 +226,11 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _server(settings: CollectorSettings, storage: Store) -> _Server:
+def _server(
+    settings: CollectorSettings,
+    storage: Store,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> _Server:
     app = create_app(dataclasses.replace(settings, database=storage))
     config = uvicorn.Config(
         app,
@@ -234,7 +244,7 @@ def _server(settings: CollectorSettings, storage: Store) -> _Server:
         proxy_headers=False,  # the app believes trusted_proxies only
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    return _Server(config, storage.hub)
+    return _Server(config, storage.hub, signals)
 
 
 def _open(settings: CollectorSettings) -> tuple[Store, bool]:
@@ -249,7 +259,13 @@ def _open(settings: CollectorSettings) -> tuple[Store, bool]:
         )
     database = settings.database
     if isinstance(database, str | os.PathLike):
-        return open_store(database, lock_timeout=settings.lock_timeout, fsync=settings.fsync), True
+        store = open_store(
+            database,
+            lock_timeout=settings.lock_timeout,
+            fsync=settings.fsync,
+            retention=settings.retention,
+        )
+        return store, True
     return database, False
 
 
@@ -341,9 +357,12 @@ def run(
     """Serve in the foreground until SIGINT/SIGTERM, then shut down gracefully: stop
     accepting, finish in-flight requests (each answered only after its commit), close the
     store. Takes what `start` takes; without a `port`, 8765. `on_ready(url)` is called once
-    the socket listens."""
+    the socket listens. With `processes` above 1, that many processes serve the socket."""
     settings = settings_of(database, options)
     storage, owned = _open(settings)
+    if settings.processes > 1:
+        _run_processes(settings, storage, on_ready)
+        return
     try:
         server = _server(settings, storage)
         sock = _listen(settings.host, settings.listening_port(DEFAULT_PORT))
@@ -353,3 +372,29 @@ def run(
     finally:
         if owned:
             storage.close()
+
+
+def _run_processes(
+    settings: CollectorSettings, storage: Store, on_ready: Callable[[str], None] | None
+) -> None:
+    """`run` with `settings.processes` processes sharing the socket, each with its own
+    connections to the database (`trackline.collector.processes`; PostgreSQL only, which
+    the settings check)."""
+    # The store was opened to migrate it and to fail here, once, if it cannot be used; each
+    # process opens its own after the fork. So is the app, for the options it checks.
+    try:
+        _server(settings, storage)
+    finally:
+        storage.close()
+    sock = _listen(settings.host, settings.listening_port(DEFAULT_PORT))
+    if on_ready is not None:
+        on_ready(_url(sock))
+
+    def serve_one() -> None:
+        own, _ = _open(settings)
+        try:
+            _server(settings, own, (signal.SIGTERM,)).run(sockets=[sock])
+        finally:
+            own.close()
+
+    Supervisor(settings.processes, serve_one, GRACEFUL_SHUTDOWN_SECONDS + 5.0).run()

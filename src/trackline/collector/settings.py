@@ -41,7 +41,8 @@ class CollectorSettings:
     """How a collector serves; each field is checked when the value is made (`ConfigError`
     names the field).
 
-    - `database`: a SQLite file path, or an open `Store` the caller owns and closes.
+    - `database`: a SQLite file path, a `postgresql://` URL, or an open `Store` the caller
+      owns and closes.
     - `host`, `port`: where to listen (None: 8765 for `run`, a free port for `start`/`serve`).
     - `write_keys`: the only keys that may write; none: any well-formed key (loopback only).
     - `read_token`: what readers of `/api/*` and the debugger must show; None: only clients on
@@ -60,6 +61,10 @@ class CollectorSettings:
       `/analytics.js/v1/{writeKey}/analytics.min.js`, with the chunks beside it.
     - `destinations`: where stored events are routed (`trackline.collector.destinations`:
       `load(path)` reads them from a config file).
+    - `retention`: seconds after which events are dropped, a partition at a time (PostgreSQL
+      only); None keeps everything.
+    - `processes`: processes serving the port (`run` only; PostgreSQL only, since processes
+      sharing one SQLite file would not see each other's live events).
     """
 
     database: str | os.PathLike[str] | Store
@@ -77,6 +82,8 @@ class CollectorSettings:
     fsync: bool = False
     analytics_js: str | os.PathLike[str] | None = None
     destinations: Sequence[DestinationConfig] = ()
+    retention: float | None = None
+    processes: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "destinations", tuple(self.destinations))
@@ -98,9 +105,46 @@ class CollectorSettings:
                 raise ConfigError(name, f"must be a positive number of seconds, not {value!r}")
         if self.read_token is not None and not isinstance(self.read_token, str):
             raise ConfigError("read_token", "must be a string")
+        self._check_engine_options()
         # The access policies check their own inputs; building them once here reports a bad
         # value when the settings are made, not when the first request arrives.
         self.policies()
+
+    def _check_engine_options(self) -> None:
+        from trackline.collector.store import is_postgres_url
+
+        # An open store is the caller's: these options applied when it was opened.
+        named = isinstance(self.database, str | os.PathLike)
+        sqlite = named and not is_postgres_url(self.database)
+        if self.retention is not None:
+            value = self.retention
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError("retention", f"must be a number of seconds, not {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(
+                    "retention", f"must be a positive number of seconds, not {value!r}"
+                )
+            if sqlite:
+                raise ConfigError(
+                    "retention", "needs a PostgreSQL database (--db postgresql://...)"
+                )
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int):
+            raise ConfigError("processes", f"must be a whole number, not {self.processes!r}")
+        if self.processes < 1:
+            raise ConfigError("processes", f"must be at least 1, not {self.processes}")
+        if self.processes > 1 and any(d.kind == "file" and d.enabled for d in self.destinations):
+            raise ConfigError(
+                "processes",
+                "a file destination is written by one process: with several, each would "
+                "write the same files; give files a collector of their own (one process)",
+            )
+        if self.processes > 1 and sqlite:
+            raise ConfigError(
+                "processes",
+                "needs a PostgreSQL database (--db postgresql://...): processes sharing one "
+                "SQLite file would not see each other's live events, and take turns for its "
+                "write lock (measured: no faster than one process)",
+            )
 
     def policies(self) -> Policies:
         """The access policies these settings describe."""
@@ -145,6 +189,8 @@ class SettingsOptions(TypedDict, total=False):
     fsync: bool
     analytics_js: str | os.PathLike[str] | None
     destinations: Sequence[DestinationConfig]
+    retention: float | None
+    processes: int
 
 
 def settings_of(

@@ -6,6 +6,7 @@ fresh database; add an engine by adding an entry to `ENGINES`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.collector.conftest import message
+from tests.support.postgres import fresh_database
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.store import SQLiteStore, Store
 
@@ -42,17 +44,31 @@ def _sqlite(tmp_path: Path) -> Callable[[], Store]:
     return lambda: SQLiteStore(path, lock_timeout=1.0)
 
 
-#: name -> factory(tmp_path) of an opener of stores on one fresh database.
+def _postgres(url: str) -> Callable[[], Store]:
+    from trackline.collector.store.postgres import PostgresStore
+
+    return lambda: PostgresStore(url, lock_timeout=1.0)
+
+
+#: name -> factory(tmp_path or database URL) of an opener of stores on one fresh database.
 ENGINES: dict[str, Callable[[Path], Callable[[], Store]]] = {"sqlite": _sqlite}
+#: The same for engines on a server: each test gets a database of its own.
+SERVER_ENGINES: dict[str, Callable[[str], Callable[[], Store]]] = {"postgres": _postgres}
 
 
-@pytest.fixture(params=sorted(ENGINES))
+@pytest.fixture(params=sorted([*ENGINES, *SERVER_ENGINES]))
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    opened = Engine(request.param, ENGINES[request.param](tmp_path))
-    try:
-        yield opened
-    finally:
-        opened.close_all()
+    with contextlib.ExitStack() as stack:
+        if request.param in ENGINES:
+            opener = ENGINES[request.param](tmp_path)
+        else:
+            url = stack.enter_context(fresh_database())
+            opener = SERVER_ENGINES[request.param](url)
+        opened = Engine(request.param, opener)
+        try:
+            yield opened
+        finally:
+            opened.close_all()
 
 
 @pytest.fixture

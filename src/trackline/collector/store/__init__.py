@@ -2,6 +2,8 @@
 
 `sqlite.py` is the embedded default: one file, one writer thread with group commit;
 `sqlite_jobs.py` its delivery jobs. `jobs.py` holds the job values and rules every engine keeps.
+`postgres/` is for several collector processes sharing one PostgreSQL database; it needs the
+`postgres` extra and is imported only when a `postgresql://` URL asks for it.
 """
 
 from __future__ import annotations
@@ -30,15 +32,36 @@ from trackline.collector.store.jobs import (
     order_key,
 )
 from trackline.collector.store.sqlite import SQLiteStore
+from trackline.collector.store.url import is_postgres_url, redact
 
 #: The SQLite store under the name earlier releases used.
 Storage = SQLiteStore
 
 
 def open_store(
-    database: str | os.PathLike[str], *, lock_timeout: float = 5.0, fsync: bool = False
+    database: str | os.PathLike[str],
+    *,
+    lock_timeout: float = 5.0,
+    fsync: bool = False,
+    retention: float | None = None,
 ) -> Store:
-    """Open the store `database` names: a SQLite file path."""
+    """Open the store `database` names: a `postgresql://` URL, or a SQLite file path.
+
+    `retention` (seconds) drops events older than that, whole partitions at a time; only
+    the PostgreSQL engine has partitions, so with a SQLite path it is a `ValueError`.
+    """
+    if is_postgres_url(database):
+        try:
+            from trackline.collector.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StorageError(
+                f"a PostgreSQL database needs the postgres extra ({exc.name} is missing): "
+                "pip install 'trackline[postgres]'"
+            ) from None
+        assert isinstance(database, str)
+        return PostgresStore(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
+    if retention is not None:
+        raise ValueError("retention needs a PostgreSQL database (events are kept in partitions)")
     return SQLiteStore(database, lock_timeout=lock_timeout, fsync=fsync)
 
 
@@ -61,6 +84,8 @@ __all__ = [
     "StorageError",
     "Store",
     "WriteResult",
+    "is_postgres_url",
     "open_store",
     "order_key",
+    "redact",
 ]

@@ -55,11 +55,11 @@ from trackline.collector.store.base import (
     StorageError,
     WriteResult,
 )
+from trackline.collector.store.group import fail_waiting, routes_per_row, settle, take_group
 from trackline.collector.store.jobs import (
     DestinationCounts,
     EventDelivery,
     Job,
-    Route,
     Routes,
     Settlement,
 )
@@ -352,30 +352,9 @@ class SQLiteStore:
                 self._run_call(item)
                 continue
             assert isinstance(item, _Write | _Settle)
-            group: list[_Write | _Settle] = [item]
-            size = len(item.rows)
-            while size < MAX_GROUP_ROWS:
-                try:
-                    following = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if not isinstance(following, _Write | _Settle):
-                    carry = following
-                    break
-                group.append(following)
-                size += len(following.rows)
+            group, carry = take_group(self._queue, item, (_Write, _Settle), MAX_GROUP_ROWS)
             self._write_group(group)
-        # A request that slipped in while closing must not wait forever.
-        closed = StorageError("the store is closed")
-        while True:
-            try:
-                late = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(late, _Write | _Settle):
-                self._answer([late], [closed])
-            elif isinstance(late, _Clear | _Call):
-                _resolve(late.future, closed)
+        fail_waiting(self._queue, StorageError("the store is closed"))
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -469,7 +448,7 @@ class SQLiteStore:
             unroutable = 0
             if inserted and any(item.routes is not None for item in writes):
                 unroutable = self._jobs.enqueue(
-                    conn, rows, _routes(writes), _event_ids(rows, last_id, new_ids)
+                    conn, rows, routes_per_row(writes), _event_ids(rows, last_id, new_ids)
                 )
             settles = [item for item in group if isinstance(item, _Settle)]
             if not rows and not rejected and not settles:
@@ -566,15 +545,7 @@ class SQLiteStore:
         group: Sequence[_Write | _Settle], outcomes: Sequence[WriteResult | int | BaseException]
     ) -> None:
         """Hand results back; one wake-up per event loop, not one per request."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
-        for item, outcome in zip(group, outcomes, strict=True):
-            if item.loop is None:
-                _resolve(item.future, outcome)
-            else:
-                by_loop.setdefault(item.loop, []).append((item.future, outcome))
-        for loop, settled in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_resolve_all, settled)
+        settle(group, outcomes)
 
     # -- delivery jobs -------------------------------------------------------------------
 
@@ -760,30 +731,6 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
-
-
-def _resolve(future: Any, outcome: object) -> None:
-    if future.done():  # the waiter gave up (timeout or cancelled)
-        return
-    if isinstance(future, concurrent.futures.Future) and not future.set_running_or_notify_cancel():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
-def _resolve_all(settled: list[tuple[Any, Any]]) -> None:
-    for future, outcome in settled:
-        _resolve(future, outcome)
-
-
-def _routes(writes: Sequence[_Write]) -> list[Route | None]:
-    """The writes' routes, one per row; rows written without routes go nowhere."""
-    routes: list[Route | None] = []
-    for item in writes:
-        routes += [()] * len(item.rows) if item.routes is None else item.routes
-    return routes
 
 
 def _event_ids(

@@ -1,0 +1,202 @@
+"""`trackline collector` on PostgreSQL: several processes behind one port share dedupe, counts,
+reads and the live stream; what needs PostgreSQL is refused on SQLite with one line."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+
+from tests.collector.conftest import Http, message
+from tests.collector.test_cli import Process
+from tests.reliability.test_postgres_faults import children, stop
+from tests.support.capture import CaptureServer
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    code = f"import sys; from trackline.cli import main; sys.exit(main({list(args)!r}))"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("--processes", "2"), 1, "processes: needs a PostgreSQL database"),
+        (("--retention", "30d"), 1, "retention: needs a PostgreSQL database"),
+        (("--retention", "30x"), 2, "'30x' is not a duration"),
+        (("--processes", "0"), 2, "must be at least 1"),
+    ],
+)
+def test_what_sqlite_cannot_do_is_refused_with_one_line(
+    tmp_path: Path, args: tuple[str, ...], code: int, says: str
+) -> None:
+    """Several processes or a retention on a SQLite file, like any refused option, exit 1
+    with one line saying why (2, the usage error, when the value itself is not one)."""
+    done = run_cli("collector", "--port", "0", "--db", str(tmp_path / "x.sqlite3"), *args)
+    assert done.returncode == code
+    assert says in done.stderr
+    assert done.stdout == ""
+
+
+def test_several_processes_refuse_a_file_destination(tmp_path: Path) -> None:
+    """A file destination is written by one process: `--processes 2` with one configured is
+    refused with one line, before any database is touched."""
+    config = tmp_path / "trackline.toml"
+    config.write_text('[[destination]]\nname = "Files"\nkind = "file"\npath = "out"\n')
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    done = run_cli(
+        "collector", "--port", "0", "--db", url, "--processes", "2", "--config", str(config)
+    )
+    assert done.returncode == 1
+    assert "a file destination is written by one process" in done.stderr
+
+
+class Stream:
+    """`GET /api/stream` read on a thread: the messageIds of the events it announces."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.connection.request("GET", "/api/stream")
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200
+        self.ids: list[str] = []
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        # read1, not line iteration: http.client's readline on a chunked body waits for the
+        # next chunk before returning the last line of this one.
+        pending = b""
+        try:
+            while chunk := self.response.read1(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                found = [orjson.loads(line[6:]) for line in lines if line.startswith(b"data: ")]
+                with self.changed:
+                    self.ids += [event["messageId"] for event in found]
+                    self.changed.notify_all()
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed by the test (AttributeError: http.client's reader was let go)
+
+    def wait_for(self, count: int, timeout: float) -> list[str]:
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.ids) >= count, timeout)
+            return list(self.ids)
+
+    def close(self) -> None:
+        # Shut the socket first: closing the response waits for the reading thread's lock,
+        # held until its read returns.
+        if self.connection.sock is not None:
+            self.connection.sock.shutdown(socket.SHUT_RDWR)
+        self.connection.close()
+
+
+def test_processes_behind_one_port_share_dedupe_counts_reads_and_the_stream(
+    pg_url: str,
+) -> None:
+    """Three processes serve one port; posts land on any of them (a new connection each).
+    Every process counts the same totals, a resend to another process is a duplicate, and a
+    live stream opened on one process announces events every process stored. SIGTERM stops
+    every process and exits 0."""
+    parts = urlsplit(pg_url)
+    netloc = f"{parts.username}:sekrit@{parts.hostname}:{parts.port}"
+    with_password = parts._replace(netloc=netloc).geturl()
+    process = Process(["collector", "--port", "0", "--db", with_password, "--processes", "3"])
+    try:
+        url = process.wait_listening()
+        deadline = time.monotonic() + 20
+        while len(children(process.proc.pid)) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        http_ = Http(url)
+        while http_.get("/healthz").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stream = Stream(url)
+        time.sleep(0.5)  # every process is listening for the others' events
+        for n in range(30):
+            one = Http(url)  # a fresh connection: any process may take it
+            answer = one.post("/v1/batch", {"batch": [message(n)]})
+            assert answer.json["accepted"] == 1
+            again = Http(url).post("/v1/batch", {"batch": [message(n)]})
+            assert again.json == {"accepted": 0, "duplicates": 1, "rejected": []}
+            one.pool.clear()
+        totals = {orjson.dumps(Http(url).get("/api/stats").json) for _ in range(6)}
+        assert len(totals) == 1
+        stats = orjson.loads(totals.pop())
+        assert (stats["events"], stats["duplicates"]) == (30, 30)
+        assert len(http_.events("?limit=100")) == 30
+        seen = stream.wait_for(30, timeout=10)
+        assert sorted(seen) == sorted(f"message-{n}" for n in range(30))
+        stream.close()
+        kids = children(process.proc.pid)
+        process.proc.send_signal(signal.SIGTERM)
+        out, _ = process.proc.communicate(timeout=40)
+        assert process.proc.returncode == 0
+        assert b"trackline collector stopped" in out
+        assert not any(Path(f"/proc/{pid}").exists() for pid in kids)
+    finally:
+        stop(process)
+
+
+def test_the_listening_line_hides_the_password(pg_url: str) -> None:
+    """The line the collector prints names the database without its password."""
+    parts = urlsplit(pg_url)
+    netloc = f"{parts.username}:sekrit@{parts.hostname}:{parts.port}"
+    with_password = parts._replace(netloc=netloc).geturl()
+    process = Process(["collector", "--port", "0", "--db", with_password])
+    try:
+        line = process.first_line()
+        assert "sekrit" not in line
+        assert f"{parts.username}:***@" in line
+    finally:
+        stop(process)
+
+
+def test_processes_deliver_each_event_once(
+    pg_url: str, tmp_path: Path, capture: CaptureServer
+) -> None:
+    """Two processes on PostgreSQL, both running the routers of one Tracking API destination:
+    every event stored by either is delivered exactly once, and the destination's counts,
+    read from any process, say so."""
+    config = tmp_path / "trackline.toml"
+    config.write_text(
+        '[[destination]]\nname = "Forward"\nkind = "tracking-api"\n'
+        f'host = "{capture.url}"\nwrite_key = "forward-key"\n'
+    )
+    process = Process(
+        ["collector", "--port", "0", "--db", pg_url, "--processes", "2", "--config", str(config)]
+    )
+    try:
+        url = process.wait_listening()
+        deadline = time.monotonic() + 20
+        while len(children(process.proc.pid)) < 2 or Http(url).get("/healthz").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for start in range(0, 200, 10):
+            answer = Http(url).post(
+                "/v1/batch", {"batch": [message(n) for n in range(start, start + 10)]}
+            )
+            assert answer.json["accepted"] == 10
+        capture.wait_for_messages(200, timeout=30)
+        deadline = time.monotonic() + 10
+        while (counts := Http(url).get("/api/destinations").json[0])["delivered"] < 200:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.1)
+        time.sleep(0.5)  # anything delivered twice would have arrived by now
+        assert sorted(capture.delivered_ids()) == sorted(f"message-{n}" for n in range(200))
+        assert (counts["pending"], counts["retrying"], counts["failed"]) == (0, 0, 0)
+    finally:
+        stop(process)
