@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 import trackline
 from tests.collector.conftest import Http, source_of
-from tests.support.chromium import chromium
+from tests.support.chromium import chromium, storing_clients
 from trackline.collector import RunningCollector, serve
 
 INJECTION = "<img src=x onerror=alert(1)>"
@@ -91,6 +91,13 @@ def open_debugger(
             url for url in debugger.requests if not url.startswith((collector.url + "/", "data:"))
         ]
         assert foreign == []
+
+
+@pytest.fixture
+def make_client(make_client: MakeClient) -> MakeClient:
+    """Clients whose calls return once the collector stored the message, even on the thread
+    that drives the browser (see `StoredCalls`)."""
+    return storing_clients(make_client)
 
 
 @pytest.fixture

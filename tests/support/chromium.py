@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
+
+import trackline
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -27,3 +30,41 @@ def chromium() -> Iterator[Browser]:
             yield launched
         finally:
             launched.close()
+
+
+_CALLS: Final = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+
+
+class StoredCalls:
+    """A client whose six calls return once the collector answered for the message.
+
+    Playwright's sync API leaves an asyncio loop marked as running on the test's thread, and
+    there a `sync=True` client hands each send to a worker instead of blocking what it takes
+    for a running loop. Flushing after each call keeps "the call returned, so the message is
+    stored, in call order" true in tests that drive a browser from the same thread."""
+
+    def __init__(self, client: trackline.Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name not in _CALLS:
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attribute(*args, **kwargs)
+            assert self._client.flush(10.0), f"{name}() was not answered within 10 s"
+            return result
+
+        return call
+
+
+def storing_clients(
+    make_client: Callable[..., trackline.Client],
+) -> Callable[..., trackline.Client]:
+    """`make_client` whose clients' calls return once the collector answered (`StoredCalls`)."""
+
+    def make(*args: Any, **kwargs: Any) -> trackline.Client:
+        return StoredCalls(make_client(*args, **kwargs))  # type: ignore[return-value]
+
+    return make
