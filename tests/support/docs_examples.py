@@ -46,6 +46,9 @@ NOT_RUN_REASONS: Final = {
     "runs the test suite": "the suite itself is what runs it",
     "a long benchmark": "minutes of load; bench/ runs it and tests/test_bench.py checks the "
     "harness",
+    "needs a collector with destinations": "the page's collector has none; "
+    "tests/collector/destinations/test_docs_destinations.py runs the commands against one "
+    "whose queues it then checks",
     "needs Segment's API and a write key": "the suite talks to 127.0.0.1 only; the same call "
     "against the local collector runs on the same page",
 }
