@@ -19,7 +19,6 @@ import pytest
 import trackline.compat.segment as segment
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer, Reply
-from tests.test_readme import python_blocks
 
 SETTINGS = (
     "write_key",
@@ -390,14 +389,9 @@ def test_exit_without_flush_delivers_everything(capture: CaptureServer) -> None:
     assert sorted(m["properties"]["n"] for m in capture.delivered()) == list(range(500))
 
 
-@pytest.mark.parametrize("source", ["README", "docs"])
-def test_the_readme_migration_example_runs_as_written(capture: CaptureServer, source: str) -> None:
-    """The migration example (README, and the docs' migration guide) delivers its four
-    messages."""
-    if source == "README":
-        (example,) = python_blocks("Migrating from segment-analytics-python")
-    else:
-        (example,) = docs_examples.python_blocks("guides/migrating-from-segment.md")
+def test_the_docs_migration_example_runs_as_written(capture: CaptureServer) -> None:
+    """The docs' migration guide's example delivers its four messages."""
+    (example,) = docs_examples.python_blocks("guides/migrating-from-segment.md")
     env = {**os.environ, "TRACKLINE_HOST": capture.url}
     result = subprocess.run(
         [sys.executable, "-c", example],

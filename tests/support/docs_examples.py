@@ -160,3 +160,19 @@ def python_blocks(name: str) -> list[str]:
 def shell_blocks(name: str) -> list[str]:
     """The shell blocks of the page `docs/NAME`, runnable or not."""
     return [b.source for b in blocks(page_named(name)) if b.language == "sh"]
+
+
+def python_block(name: str, marker: str, host: str | None = None) -> str:
+    """The one Python block of the page `docs/NAME` that contains `marker`, with the examples'
+    collector address replaced by `host` when given (a test's own server)."""
+    found = [source for source in python_blocks(name) if marker in source]
+    if len(found) != 1:
+        raise LookupError(f"docs/{name} has {len(found)} Python blocks containing {marker!r}")
+    return found[0] if host is None else found[0].replace(EXAMPLE_HOST, host)
+
+
+def run_example(source: str) -> dict[str, object]:
+    """Run one example in this process, in a fresh namespace; returns what it defined."""
+    namespace: dict[str, object] = {"__name__": "docs_example"}
+    exec(compile(source, "docs example", "exec"), namespace)
+    return namespace

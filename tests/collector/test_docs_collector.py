@@ -1,28 +1,16 @@
-"""The README's Collector section runs as written."""
+"""The docs' Running the collector page: its in-process `serve` example runs as written."""
 
 from __future__ import annotations
 
-import pathlib
 import re
 import subprocess
 import sys
 
 from tests.support import docs_examples
 
-README = pathlib.Path(__file__).resolve().parent.parent.parent / "README.md"
-
-
-def test_in_process_example_runs() -> None:
-    """The `serve` example starts a collector, delivers one event to it and prints its stats."""
-    text = README.read_text(encoding="utf-8")
-    section = re.search(r"^## Collector\n(.*?)(?=^## )", text, re.S | re.M)
-    assert section, "README has no Collector section"
-    (block,) = re.findall(r"```python\n(.*?)```", section.group(1), re.S)
-    assert_serves_and_stores(block)
-
 
 def test_in_process_example_on_the_collector_page_runs() -> None:
-    """The docs' collector page shows the same `serve` example, with the same outcome."""
+    """The `serve` example starts a collector, delivers one event to it and prints its stats."""
     [block] = [b for b in docs_examples.python_blocks("collector/index.md") if "serve(" in b]
     assert_serves_and_stores(block)
 

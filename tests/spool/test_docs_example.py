@@ -1,34 +1,20 @@
-"""The README's durable-mode example runs as written (pointed at a local server)."""
+"""The docs' Durable mode page: its first example runs as written (pointed at a local server)."""
 
 from __future__ import annotations
 
 import os
 import pathlib
-import re
 import subprocess
 import sys
 
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-
-
-def test_durable_mode_example_runs_as_written(
-    tmp_path: pathlib.Path, capture: CaptureServer
-) -> None:
-    """The example delivers its event through a spool directory that it leaves empty."""
-    text = README.read_text(encoding="utf-8")
-    section = re.search(r"^## Durable mode\n(.*?)(?=^## )", text, re.S | re.M)
-    assert section, "README has no Durable mode section"
-    [example] = re.findall(r"```python\n(.*?)```", section.group(1), re.S)
-    assert_spools_and_delivers(example, tmp_path, capture)
-
 
 def test_durable_mode_page_example_runs_as_written(
     tmp_path: pathlib.Path, capture: CaptureServer
 ) -> None:
-    """The docs' Durable mode page opens with the same example, with the same outcome."""
+    """The example delivers its event through a spool directory that it leaves empty."""
     example = docs_examples.python_blocks("concepts/durable-mode.md")[0]
     assert_spools_and_delivers(example, tmp_path, capture)
 
