@@ -3,35 +3,12 @@ as written against a local collector."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 from tests.support import docs_examples
+from tests.support.docs_examples import run_shell
 from trackline.collector import serve
-
-LOCAL = "http://127.0.0.1:8765"
-
-
-def run_shell(script: str, cwd: pathlib.Path, host: str) -> subprocess.CompletedProcess[str]:
-    """Run `script` in `cwd` as a reader would after the section's `export` line."""
-    env = {
-        **os.environ,
-        "TRACKLINE_HOST": host,
-        "TRACKLINE_WRITE_KEY": "YOUR_WRITE_KEY",
-        "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script.replace(LOCAL, host)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_the_command_pages_run_as_written(tmp_path: pathlib.Path) -> None:

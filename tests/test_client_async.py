@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,9 +128,7 @@ def test_the_docs_asyncio_example_runs_as_written(capture: CaptureServer) -> Non
     """The asyncio page's `async with` and `sync=True` examples deliver what they track, the
     first before its block ends, the second when its flush returns True."""
     script = docs_examples.python_block("guides/asyncio.md", "async def report", capture.url)
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False
-    )
+    done = docs_examples.run_script(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "True"]
     assert sorted(m["event"] for m in capture.delivered()) == [

@@ -5,11 +5,8 @@ tests/test_docs_examples.py and the tests of each subject run."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 import urllib.parse
 
 from tests.support import docs_examples
@@ -64,14 +61,7 @@ def run_without_the_local_collector(
     TRACKLINE_HOST at `capture`; what `capture` received."""
     runnable = [block for block in blocks if "127.0.0.1:8765" not in block]
     assert runnable
-    result = subprocess.run(
-        [sys.executable, "-c", "\n".join(runnable)],
-        env={**os.environ, "TRACKLINE_HOST": capture.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = docs_examples.run_script("\n".join(runnable), capture.url)
     assert result.returncode == 0, result.stderr
     return capture.delivered()
 

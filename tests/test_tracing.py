@@ -79,9 +79,7 @@ def test_the_docs_example_runs_as_written(capture: CaptureServer) -> None:
     """The OpenTelemetry example of the docs' Sending events page sends its event with the
     ids."""
     block = docs_examples.python_block("guides/sending-events.md", "trace_ids=True", capture.url)
-    done = subprocess.run(
-        [sys.executable, "-c", block], capture_output=True, text=True, check=False
-    )
+    done = docs_examples.run_script(block)
     assert done.returncode == 0, done.stderr
     [event] = capture.delivered()
     assert len(event["context"]["traceId"]) == 32

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 from tests.support import docs_examples
 
@@ -17,9 +15,7 @@ def test_in_process_example_on_the_collector_page_runs() -> None:
 
 def assert_serves_and_stores(block: str) -> None:
     """`block` stores one event in a collector it serves, and prints the store's stats."""
-    result = subprocess.run(
-        [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = docs_examples.run_script(block)
     assert result.returncode == 0, result.stderr
     # The source is the key's id: its first character and a keyed hash, never the key.
     expected = r"Stats\(events=1, by_type=\{'track': 1\}, by_source=\{'K~[0-9a-f]{12}': 1\}"

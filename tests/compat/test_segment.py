@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -392,15 +391,7 @@ def test_exit_without_flush_delivers_everything(capture: CaptureServer) -> None:
 def test_the_docs_migration_example_runs_as_written(capture: CaptureServer) -> None:
     """The docs' migration guide's example delivers its four messages."""
     (example,) = docs_examples.python_blocks("guides/migrating-from-segment.md")
-    env = {**os.environ, "TRACKLINE_HOST": capture.url}
-    result = subprocess.run(
-        [sys.executable, "-c", example],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = docs_examples.run_script(example, capture.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("True ")
     types = [m["type"] for m in capture.delivered()]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
 
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer
@@ -23,15 +20,7 @@ def assert_spools_and_delivers(
     example: str, tmp_path: pathlib.Path, capture: CaptureServer
 ) -> None:
     """`example` delivers one event through ./trackline-spool and leaves the spool empty."""
-    result = subprocess.run(
-        [sys.executable, "-c", example],
-        cwd=tmp_path,
-        env={**os.environ, "TRACKLINE_HOST": capture.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = docs_examples.run_script(example, capture.url, tmp_path)
     assert result.returncode == 0, result.stderr
     [message] = capture.delivered()
     assert (message["event"], message["properties"]) == ("Order Completed", {"revenue": 39.95})

@@ -176,3 +176,33 @@ def run_example(source: str) -> dict[str, object]:
     namespace: dict[str, object] = {"__name__": "docs_example"}
     exec(compile(source, "docs example", "exec"), namespace)
     return namespace
+
+
+def run_script(
+    source: str, host: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run an example as a script of its own, in a fresh interpreter (in `cwd`), with
+    `TRACKLINE_HOST` at `host` when given; its exit status and output."""
+    env = {**os.environ, "TRACKLINE_HOST": host} if host is not None else None
+    return _run([sys.executable, "-c", source], cwd, env)
+
+
+def run_shell(script: str, cwd: Path, host: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell example in `cwd` with bash `-euo pipefail`, as a reader would after an
+    `export TRACKLINE_WRITE_KEY=...` line, the examples' collector address and
+    `TRACKLINE_HOST` pointing at `host`, and this interpreter's `trackline` on the PATH."""
+    env = {
+        **os.environ,
+        "TRACKLINE_HOST": host,
+        "TRACKLINE_WRITE_KEY": "YOUR_WRITE_KEY",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    return _run(["bash", "-euo", "pipefail", "-c", script.replace(EXAMPLE_HOST, host)], cwd, env)
+
+
+def _run(
+    command: list[str], cwd: Path | None, env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import pathlib
 import re
-import subprocess
-import sys
 import tomllib
 
 from tests.collector.conftest import Http
 from tests.collector.destinations.conftest import destinations, drained, events, post
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer, Reply
-from tests.test_cli_docs import run_shell
 from trackline.collector import serve
 from trackline.collector.destinations import parse
 from trackline.collector.destinations.config import COMMON_KEYS, KIND_KEYS
@@ -32,9 +29,7 @@ def toml_blocks(name: str) -> list[str]:
 
 def test_the_in_process_example_runs() -> None:
     block = docs_examples.python_block(PAGE, "destinations=destinations")
-    result = subprocess.run(
-        [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = docs_examples.run_script(block)
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"1 event in \d\d\.ndjson\.part\n", result.stdout), result.stdout
 
@@ -79,7 +74,7 @@ def test_the_command_examples_run_as_written(tmp_path: pathlib.Path) -> None:
             http = Http(collector.url)
             post(http, events(1, 2))
             drained(http)
-            ran = run_shell(block, tmp_path, collector.url)
+            ran = docs_examples.run_shell(block, tmp_path, collector.url)
             assert ran.returncode == 0, ran.stderr
             lines = ran.stdout.splitlines()
             assert lines[0].startswith("NAME")
