@@ -212,8 +212,12 @@ def _commit() -> str:
     return f"{head} with local changes" if dirty else head or "unknown"
 
 
-def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -> tuple[str, str]:
-    """The results file (command, machine, tables, notes) and the summary for the README."""
+def render(
+    args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]
+) -> tuple[str, dict[str, str]]:
+    """The results file (command, machine, tables, notes), and what goes between the bench
+    markers of each page that shows the latest run: the README's headline table, and the
+    Performance page's full one."""
     after = machine()
     versions = {lib: peers.version(lib) for lib in args.libs}
     command = "python -m bench.run " + shlex.join(args.argv)
@@ -224,6 +228,7 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
     tuned = f"¹ trackline with `{_options(peers.TUNED_OPTIONS)}`: one request in flight at a "
     tuned += "time, like the peers. Not counted against the targets."
     summary = [client, "", tuned]
+    headline = [table.headline_table(runs, args.libs, versions)]
     parts = [
         "# trackline benchmarks",
         "",
@@ -290,26 +295,33 @@ def render(args: argparse.Namespace, runs: table.Runs, before: dict[str, Any]) -
             table.collector_table(runs, rows, COLLECTOR_TARGET),
         ]
         summary += ["", table.collector_table(runs, rows, COLLECTOR_TARGET)]
+        headline += ["", table.collector_table(runs, rows[:1], COLLECTOR_TARGET)]
     parts += ["", "## Every repetition", "", table.spread(runs, _describe), ""]
-    summary += [
+    measured = f"Measured by `{command.strip()}` at commit {before['commit']}, {before['date']}."
+    summary += ["", measured]
+    headline += [
         "",
-        f"Measured by `{command.strip()}` at commit {before['commit']}, {before['date']}.",
+        f"{measured} Every library with its own defaults; the peers' full figures, the "
+        "`workers=1` column, the p99 and the method: [Performance](docs/performance.md).",
     ]
-    return "\n".join(parts), "\n".join(summary)
+    return "\n".join(parts), {
+        "README.md": "\n".join(headline),
+        PERFORMANCE_PAGE: "\n".join(summary),
+    }
 
 
 README_START: Final = "<!-- bench: the latest table, written by python -m bench.run --readme -->"
 README_END: Final = "<!-- bench: end of the table -->"
 
 
-#: The pages that show the latest table between the two markers: the README's headline numbers
-#: and the documentation's Performance page.
-TABLE_PAGES: Final = ("README.md", "docs/performance.md")
+#: The documentation's page with the full latest table (the README has the headline one).
+PERFORMANCE_PAGE: Final = "docs/performance.md"
 
 
-def update_readme(summary: str) -> None:
-    """Put `summary` between the two bench markers of every page that shows the table."""
-    for name in TABLE_PAGES:
+def update_readme(summaries: dict[str, str]) -> None:
+    """Put each page's summary (page path from the root -> text) between its two bench
+    markers; a page without them is left alone."""
+    for name, summary in summaries.items():
         page = ROOT / name
         text = page.read_text(encoding="utf-8")
         if README_START not in text:
@@ -352,7 +364,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--readme",
         action="store_true",
-        help="also update the table in README.md and docs/performance.md",
+        help="also update the tables in README.md (headline) and docs/performance.md (full)",
     )
     args = parser.parse_args(argv)
     args.argv = list(argv)
@@ -385,10 +397,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         client_scenarios(args, runs, log)
     if "collector" in args.scenarios:
         collector_scenarios(args, runs, log)
-    report, summary = render(args, runs, before)
+    report, summaries = render(args, runs, before)
     out.write_text(report)
     if args.readme:
-        update_readme(summary)
+        update_readme(summaries)
     out.with_suffix(".json").write_text(
         json.dumps({"machine": before, "runs": {f"{s}/{lib}": r for (s, lib), r in runs.items()}})
     )

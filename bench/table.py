@@ -122,6 +122,31 @@ def client_table(runs: Runs, libraries: Sequence[str], versions: dict[str, str])
     return "\n".join(lines)
 
 
+def headline_table(runs: Runs, libraries: Sequence[str], versions: dict[str, str]) -> str:
+    """The README's short table: each metric with a target, trackline beside the peers (their
+    own defaults), the ratio to segment, and whether the target is met. Metrics the run did
+    not measure are left out."""
+    peers = [lib for lib in libraries if not lib.startswith("trackline")]
+    columns = ["trackline", *(_heading(lib, versions) for lib in peers)]
+    lines = [
+        "| metric | " + " | ".join(columns) + " | trackline ÷ segment | target | met |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
+    for metric in METRICS:
+        mine = runs.get((metric.scenario, "trackline"), [])
+        value = median(mine, metric.key)
+        if metric.target is None or value is None:
+            continue
+        cells = [_number(value, metric.digits)] + [
+            _number(median(runs.get((metric.scenario, lib), []), metric.key), metric.digits)
+            for lib in peers
+        ]
+        ratio = paired_ratio(mine, runs.get((metric.scenario, "segment"), []), metric.key)
+        row = [metric.label, *cells, _ratio(ratio), _target(metric), _met(metric, ratio)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def _heading(lib: str, versions: dict[str, str]) -> str:
     if lib == "trackline-tuned":
         return "trackline, 1 worker¹"

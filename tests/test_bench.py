@@ -10,10 +10,11 @@ import json
 import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import sink, table
+from bench import run, sink, table
 
 
 @pytest.fixture
@@ -85,9 +86,9 @@ def test_paired_ratio_pairs_runs_of_the_same_repetition() -> None:
     assert table.median(mine, "v") == 2.0
 
 
-def test_client_table_marks_each_target_met_or_not() -> None:
-    """Rows whose ratio to segment meets its target say yes, the others say no."""
-    runs: table.Runs = {
+def measured_runs() -> table.Runs:
+    """A run of trackline and segment over the near, far and memory scenarios (no outage)."""
+    return {
         ("near", "trackline"): [
             {"call_median_us": 1.0, "call_p99_us": 3.0, "throughput": 200.0, "cpu_per_100k": 1}
         ],
@@ -99,7 +100,11 @@ def test_client_table_marks_each_target_met_or_not() -> None:
         ("memory", "trackline"): [{"bytes_per_event": 300.0}],
         ("memory", "segment"): [{"bytes_per_event": 1000.0}],
     }
-    rendered = table.client_table(runs, ["trackline", "segment"], {"segment": "2.4.0"})
+
+
+def test_client_table_marks_each_target_met_or_not() -> None:
+    """Rows whose ratio to segment meets its target say yes, the others say no."""
+    rendered = table.client_table(measured_runs(), ["trackline", "segment"], {"segment": "2.4.0"})
     verdicts = {
         line.split(" | ")[0].lstrip("| "): line.rstrip(" |").rsplit(" | ", 1)[-1]
         for line in rendered.splitlines()[2:]
@@ -109,3 +114,52 @@ def test_client_table_marks_each_target_met_or_not() -> None:
     assert verdicts["throughput, sink 50 ms away, events/s"] == "**no**"  # 10x < 30x
     assert verdicts["CPU seconds per 100k events (whole process)"] == "**no**"  # 0.2 > 0.1
     assert verdicts["memory per queued event (RSS), bytes"] == "yes"  # 0.3 <= 0.4
+
+
+def test_headline_table_keeps_the_measured_targets_and_the_peers() -> None:
+    """The README's table: trackline beside each peer (not the one-worker variant), one row
+    per metric that has a target and was measured, with its ratio to segment and verdict."""
+    versions = {"segment": "2.4.0"}
+    rendered = table.headline_table(
+        measured_runs(), ["trackline", "trackline-tuned", "segment"], versions
+    )
+    lines = rendered.splitlines()
+    assert lines[0].split(" | ") == [
+        "| metric",
+        "trackline",
+        "segment-analytics-python 2.4.0",
+        "trackline ÷ segment",
+        "target",
+        "met |",
+    ]
+    assert [line.split(" | ")[0].lstrip("| ") for line in lines[2:]] == [
+        "track() call, median µs",
+        "throughput, sink answering at once, events/s",
+        "throughput, sink 50 ms away, events/s",
+        "CPU seconds per 100k events (whole process)",
+        "memory per queued event (RSS), bytes",
+    ]
+    assert lines[2] == "| track() call, median µs | 1.00 | 20.00 | 0.050 | ≤ 0.100 | yes |"
+
+
+def test_the_readme_and_the_performance_page_carry_the_markers() -> None:
+    """`python -m bench.run --readme` writes the headline table into the README and the full
+    one into the Performance page; both still have the markers it writes between."""
+    for page in ("README.md", run.PERFORMANCE_PAGE):
+        text = (run.ROOT / page).read_text(encoding="utf-8")
+        assert text.count(run.README_START) == text.count(run.README_END) == 1, page
+        assert text.index(run.README_START) < text.index(run.README_END), page
+
+
+def test_update_readme_writes_each_page_its_own_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each page gets its own text between its markers, the rest of it untouched."""
+    for name in ("README.md", "performance.md"):
+        (tmp_path / name).write_text(f"before\n{run.README_START}\nold\n{run.README_END}\nafter\n")
+    monkeypatch.setattr(run, "ROOT", tmp_path)
+    run.update_readme({"README.md": "short", "performance.md": "full"})
+    assert (tmp_path / "README.md").read_text() == (
+        f"before\n{run.README_START}\nshort\n{run.README_END}\nafter\n"
+    )
+    assert "\nfull\n" in (tmp_path / "performance.md").read_text()

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,8 +21,8 @@ from starlette.routing import Route
 
 import trackline
 from tests.integrations.serving import fetch, serve_asgi
+from tests.support import docs_examples
 from tests.support.capture import CaptureServer
-from tests.test_readme import python_blocks
 
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05}
 
@@ -127,21 +124,14 @@ def test_async_with_shuts_down_without_blocking_the_loop(
     assert capture.delivered_ids() == [result["id"]]
 
 
-def test_the_readme_asyncio_example_runs_as_written(capture: CaptureServer) -> None:
-    """The README's asyncio functions deliver what they track."""
-    [block] = python_blocks("asyncio")
-    script = block + (
-        "import asyncio\n"
-        "client = trackline.Client('k')\n"
-        "assert asyncio.run(checkout(client)) is True\n"
-        "asyncio.run(report())\n"
-    )
-    env = {**os.environ, "TRACKLINE_HOST": capture.url}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
-    )
+def test_the_docs_asyncio_example_runs_as_written(capture: CaptureServer) -> None:
+    """The asyncio page's `async with` and `sync=True` examples deliver what they track, the
+    first before its block ends, the second when its flush returns True."""
+    script = docs_examples.python_block("guides/asyncio.md", "async def report", capture.url)
+    done = docs_examples.run_script(script)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "True"]
     assert sorted(m["event"] for m in capture.delivered()) == [
-        "Order Completed",
+        "Payment Confirmed",
         "Report Generated",
     ]

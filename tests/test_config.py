@@ -13,7 +13,7 @@ import trackline
 from trackline.config import FROM_ENVIRONMENT, OPTION_NAMES, Config, default
 from trackline.retry import RetryPolicy
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+OPTIONS_PAGE = pathlib.Path(__file__).resolve().parent.parent / "docs/reference/client-options.md"
 
 
 @pytest.mark.parametrize(
@@ -73,10 +73,10 @@ def test_host_is_an_origin_and_a_trailing_v1_is_forgiven(given: str, expected: s
     assert Config(write_key="k", host=given).host == expected
 
 
-def test_every_option_has_one_default_that_client_retry_and_readme_agree_on() -> None:
+def test_every_option_has_one_default_that_client_retry_and_the_docs_agree_on() -> None:
     """`Config` declares each option's default once: `Client` takes every option with that
     default (or None for those read from the environment), the retry policy starts from the
-    same values, and the README's options table documents each option with its default."""
+    same values, and the docs' options tables document each option with its default."""
     parameters = inspect.signature(trackline.Client).parameters
     assert set(OPTION_NAMES) == set(parameters) - {"transport"}
     for name in OPTION_NAMES:
@@ -90,7 +90,7 @@ def test_every_option_has_one_default_that_client_retry_and_readme_agree_on() ->
         default("backoff_base"),
         default("backoff_cap"),
     )
-    documented = readme_defaults()
+    documented = documented_defaults()
     assert set(documented) == set(OPTION_NAMES)
     for name, cell in documented.items():
         if name in FROM_ENVIRONMENT:
@@ -98,19 +98,24 @@ def test_every_option_has_one_default_that_client_retry_and_readme_agree_on() ->
             if name != "write_key":
                 assert cell.endswith(f"`{default(name)}`"), name
         else:
-            assert readme_value(cell) == default(name), name
+            assert documented_value(cell) == default(name), name
 
 
-def readme_defaults() -> dict[str, str]:
-    """Option name -> the default column of the README's options table."""
-    text = README.read_text(encoding="utf-8")
-    table = text[text.index("| option | default | meaning |") :].split("\n\n", 1)[0]
-    rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    return {row[0].strip("| `"): row[1] for row in rows}
+def documented_defaults() -> dict[str, str]:
+    """Option name -> the default column of the options page's tables (the options, and the
+    durable mode ones); `transport`, an object rather than a setting, is not a `Config` field."""
+    text = OPTIONS_PAGE.read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for table in text.split("| option | default | meaning |")[1:]:
+        for line in table.split("\n\n", 1)[0].splitlines()[2:]:
+            cells = line.split(" | ")
+            rows[cells[0].strip("| `")] = cells[1]
+    rows.pop("transport")
+    return rows
 
 
-def readme_value(cell: str) -> object:
-    """A default as the README writes it: a Python literal, or a size or duration in words."""
+def documented_value(cell: str) -> object:
+    """A default as the docs write it: a Python literal, or a size or duration in words."""
     text = cell.strip("`")
     units = {"MiB": 2**20, "GiB": 2**30, "days": 24 * 3600.0}
     number, _, unit = text.partition(" ")

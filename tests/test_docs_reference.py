@@ -85,7 +85,7 @@ def test_every_command_argument_has_help() -> None:
 def test_generated_cli_reference_lists_every_command() -> None:
     """The CLI page's generated part has a section, usage and table for each command."""
     reference = hooks().cli_reference()
-    for command in ("demo", "collector", "send", "import", "events"):
+    for command in ("demo", "collector", "send", "import", "events", "destinations", "replay"):
         assert f"### `trackline {command}`" in reference
         assert f"usage: trackline {command}" in reference
     assert "| `--write-key KEY` |" in reference

@@ -7,7 +7,6 @@ import textwrap
 import pytest
 
 from tests.support import docs_examples
-from tests.test_readme import python_blocks
 
 pytest_plugins = ["pytester"]
 
@@ -98,14 +97,10 @@ def test_each_test_starts_with_an_empty_capture(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=2)
 
 
-@pytest.mark.parametrize("source", ["README", "docs"])
-def test_the_readme_examples_run_as_written(pytester: pytest.Pytester, source: str) -> None:
-    """The pytest example (README, and the docs' testing guide) passes under pytest; the
-    plain example runs as a script."""
-    if source == "README":
-        fixture_example, plain_example = python_blocks("Testing your code")
-    else:
-        fixture_example, plain_example = docs_examples.python_blocks("guides/testing.md")
+def test_the_docs_examples_run_as_written(pytester: pytest.Pytester) -> None:
+    """The docs' testing guide: the pytest example passes under pytest; the plain example runs
+    as a script."""
+    fixture_example, plain_example = docs_examples.python_blocks("guides/testing.md")
     pytester.makepyfile(test_checkout=fixture_example)
     pytester.runpytest("-q", "-W", "error").assert_outcomes(passed=1)
-    exec(compile(plain_example, "README.md", "exec"), {})
+    exec(compile(plain_example, "docs/guides/testing.md", "exec"), {})

@@ -3,7 +3,6 @@ trace and span ids in `context`; nothing otherwise."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -11,8 +10,8 @@ import pytest
 from opentelemetry.sdk.trace import Tracer, TracerProvider
 
 import trackline
+from tests.support import docs_examples
 from tests.support.capture import CaptureServer
-from tests.test_readme import python_blocks
 from trackline.testing import Capture
 
 
@@ -76,15 +75,11 @@ def test_without_opentelemetry_the_option_is_refused_and_import_needs_nothing() 
     assert done.stdout.strip() == "trace_ids"
 
 
-def test_the_readme_example_runs_as_written(capture: CaptureServer) -> None:
-    """The README's OpenTelemetry example sends its event with the ids."""
-    [block] = python_blocks("OpenTelemetry")
-    env = {**os.environ, "TRACKLINE_HOST": capture.url}
-    script = "from opentelemetry.sdk.trace import TracerProvider\n"
-    script += "from opentelemetry import trace\ntrace.set_tracer_provider(TracerProvider())\n"
-    done = subprocess.run(
-        [sys.executable, "-c", script + block], env=env, capture_output=True, text=True, check=False
-    )
+def test_the_docs_example_runs_as_written(capture: CaptureServer) -> None:
+    """The OpenTelemetry example of the docs' Sending events page sends its event with the
+    ids."""
+    block = docs_examples.python_block("guides/sending-events.md", "trace_ids=True", capture.url)
+    done = docs_examples.run_script(block)
     assert done.returncode == 0, done.stderr
     [event] = capture.delivered()
     assert len(event["context"]["traceId"]) == 32

@@ -70,9 +70,10 @@ def new_clients_send_to(transport: Transport) -> Iterator[None]:
 class Client:
     """Records analytics events and delivers them in batches from background threads.
 
-    Options are documented in the README; every one is validated here, and a wrong one raises
-    `ConfigError` naming it. `write_key` and `host` default to the `TRACKLINE_WRITE_KEY` and
-    `TRACKLINE_HOST` environment variables.
+    Options are documented in docs/reference/client-options.md (the documentation's Client
+    options page); every one is validated here, and a wrong one raises `ConfigError` naming
+    it. `write_key` and `host` default to the `TRACKLINE_WRITE_KEY` and `TRACKLINE_HOST`
+    environment variables.
     """
 
     def __init__(

@@ -1,7 +1,8 @@
 """Every client option in one frozen dataclass: its default, its validation, its environment name.
 
 `Config`'s fields are the one place a default is written: `Client`'s signature and the retry
-policy take theirs from `default(...)`, and a test holds the README's table to them.
+policy take theirs from `default(...)`, and a test holds the documentation's options table
+(docs/reference/client-options.md) to them.
 
 The write key, the host and the spool directory may also come from the environment
 (`TRACKLINE_WRITE_KEY`, `TRACKLINE_HOST`, `TRACKLINE_SPOOL`) so that deployments and the
@@ -36,7 +37,7 @@ SuccessCallback = Callable[[list[dict[str, Any]]], object]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Config:
-    """Validated client options; see the README for what each one does."""
+    """Validated client options; docs/reference/client-options.md says what each one does."""
 
     write_key: str
     host: str = DEFAULT_HOST

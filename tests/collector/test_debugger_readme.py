@@ -1,4 +1,5 @@
-"""The README's Debugger section shows the page as it is: its screenshot is in the repository."""
+"""The README and the docs' debugger page show the page as it is: the screenshot that
+scripts/debugger_screenshot.py takes, committed under docs/."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
 def test_screenshot_in_the_readme_exists() -> None:
-    """The Debugger section's image is a PNG committed under docs/."""
+    """The README's one image, in its collector section, is a PNG committed under docs/."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^## Debugger\n(.*?)(?=^## )", text, re.S | re.M)
-    assert section, "README has no Debugger section"
+    assert len(re.findall(r"!\[[^\]]+\]\(", text)) == 1
+    section = re.search(r"^## The collector and its debugger\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "README has no section 'The collector and its debugger'"
     (image,) = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", section.group(1))
     assert image == "docs/debugger.png"
     assert_is_the_screenshot(ROOT / image)

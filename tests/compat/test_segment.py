@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,6 @@ import pytest
 import trackline.compat.segment as segment
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer, Reply
-from tests.test_readme import python_blocks
 
 SETTINGS = (
     "write_key",
@@ -390,23 +388,10 @@ def test_exit_without_flush_delivers_everything(capture: CaptureServer) -> None:
     assert sorted(m["properties"]["n"] for m in capture.delivered()) == list(range(500))
 
 
-@pytest.mark.parametrize("source", ["README", "docs"])
-def test_the_readme_migration_example_runs_as_written(capture: CaptureServer, source: str) -> None:
-    """The migration example (README, and the docs' migration guide) delivers its four
-    messages."""
-    if source == "README":
-        (example,) = python_blocks("Migrating from segment-analytics-python")
-    else:
-        (example,) = docs_examples.python_blocks("guides/migrating-from-segment.md")
-    env = {**os.environ, "TRACKLINE_HOST": capture.url}
-    result = subprocess.run(
-        [sys.executable, "-c", example],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+def test_the_docs_migration_example_runs_as_written(capture: CaptureServer) -> None:
+    """The docs' migration guide's example delivers its four messages."""
+    (example,) = docs_examples.python_blocks("guides/migrating-from-segment.md")
+    result = docs_examples.run_script(example, capture.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("True ")
     types = [m["type"] for m in capture.delivered()]

@@ -46,6 +46,9 @@ NOT_RUN_REASONS: Final = {
     "runs the test suite": "the suite itself is what runs it",
     "a long benchmark": "minutes of load; bench/ runs it and tests/test_bench.py checks the "
     "harness",
+    "needs a collector with destinations": "the page's collector has none; "
+    "tests/collector/destinations/test_docs_destinations.py runs the commands against one "
+    "whose queues it then checks",
     "needs Segment's API and a write key": "the suite talks to 127.0.0.1 only; the same call "
     "against the local collector runs on the same page",
 }
@@ -157,3 +160,49 @@ def python_blocks(name: str) -> list[str]:
 def shell_blocks(name: str) -> list[str]:
     """The shell blocks of the page `docs/NAME`, runnable or not."""
     return [b.source for b in blocks(page_named(name)) if b.language == "sh"]
+
+
+def python_block(name: str, marker: str, host: str | None = None) -> str:
+    """The one Python block of the page `docs/NAME` that contains `marker`, with the examples'
+    collector address replaced by `host` when given (a test's own server)."""
+    found = [source for source in python_blocks(name) if marker in source]
+    if len(found) != 1:
+        raise LookupError(f"docs/{name} has {len(found)} Python blocks containing {marker!r}")
+    return found[0] if host is None else found[0].replace(EXAMPLE_HOST, host)
+
+
+def run_example(source: str) -> dict[str, object]:
+    """Run one example in this process, in a fresh namespace; returns what it defined."""
+    namespace: dict[str, object] = {"__name__": "docs_example"}
+    exec(compile(source, "docs example", "exec"), namespace)
+    return namespace
+
+
+def run_script(
+    source: str, host: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run an example as a script of its own, in a fresh interpreter (in `cwd`), with
+    `TRACKLINE_HOST` at `host` when given; its exit status and output."""
+    env = {**os.environ, "TRACKLINE_HOST": host} if host is not None else None
+    return _run([sys.executable, "-c", source], cwd, env)
+
+
+def run_shell(script: str, cwd: Path, host: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell example in `cwd` with bash `-euo pipefail`, as a reader would after an
+    `export TRACKLINE_WRITE_KEY=...` line, the examples' collector address and
+    `TRACKLINE_HOST` pointing at `host`, and this interpreter's `trackline` on the PATH."""
+    env = {
+        **os.environ,
+        "TRACKLINE_HOST": host,
+        "TRACKLINE_WRITE_KEY": "YOUR_WRITE_KEY",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    return _run(["bash", "-euo", "pipefail", "-c", script.replace(EXAMPLE_HOST, host)], cwd, env)
+
+
+def _run(
+    command: list[str], cwd: Path | None, env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )

@@ -140,7 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="route stored events to the destinations this TOML file lists (README: Destinations)",
+        help="route stored events to the destinations this TOML file lists "
+        "(docs/reference/configuration.md)",
     )
     limits = parser.add_argument_group("deadlines")
     limits.add_argument(

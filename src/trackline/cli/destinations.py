@@ -4,6 +4,9 @@
 trackline destinations                 # NAME KIND DELIVERED PENDING RETRYING FAILED ...
 trackline destinations --json          # the collector's GET /api/destinations as it is
 ```
+
+A collector started with a read token wants it, as for `trackline events`: `--read-token` or
+`TRACKLINE_READ_TOKEN`, sent as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from typing import Any, Final
 import urllib3
 
 from trackline.cli._common import fail
-from trackline.cli.events import CollectorError, add_host_option, collector_host, unreachable
+from trackline.cli.events import (
+    CollectorError,
+    add_host_option,
+    add_read_token_option,
+    collector_host,
+    read_token_headers,
+    unreachable,
+)
 
 #: (header, key, right-aligned) of each column.
 COLUMNS: Final = (
@@ -41,13 +51,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "delivered, pending, retrying and failed (dead letters), the last success and error.",
     )
     add_host_option(parser)
+    add_read_token_option(parser)
     parser.add_argument("--json", action="store_true", help="print the JSON the collector gave")
     parser.set_defaults(run=run)
 
 
-def request(method: str, url: str) -> Any:
-    """Ask the collector; its JSON answer, or `CollectorError` saying what went wrong."""
-    http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5.0, read=60.0))
+def request(method: str, url: str, token: str | None = None) -> Any:
+    """Ask the collector, with its read token (`token`, else `TRACKLINE_READ_TOKEN`) when
+    there is one; its JSON answer, or `CollectorError` saying what went wrong."""
+    http = urllib3.PoolManager(
+        retries=False,
+        timeout=urllib3.Timeout(connect=5.0, read=60.0),
+        headers=read_token_headers(token),
+    )
     try:
         response = http.request(method, url)
     except urllib3.exceptions.HTTPError as exc:
@@ -93,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail("destinations", str(exc), 2)
     try:
-        rows = request("GET", f"{host}/api/destinations")
+        rows = request("GET", f"{host}/api/destinations", args.read_token)
     except CollectorError as exc:
         return fail("destinations", str(exc), 1)
     if args.json:

@@ -57,6 +57,22 @@ def add_host_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_read_token_option(parser: argparse.ArgumentParser) -> None:
+    """`--read-token TOKEN`, for a collector started with one (read by `read_token_headers`)."""
+    parser.add_argument(
+        "--read-token",
+        metavar="TOKEN",
+        help="the collector's read token, if it has one (default: $TRACKLINE_READ_TOKEN)",
+    )
+
+
+def read_token_headers(token: str | None) -> dict[str, str] | None:
+    """The `Authorization: Bearer` header for `token`, else `TRACKLINE_READ_TOKEN`; None
+    without either (a collector without a token answers this machine as it is)."""
+    token = token or os.environ.get("TRACKLINE_READ_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
 def add_since_option(parser: argparse.ArgumentParser, what: str) -> None:
     """`--since WHEN`, read by `parse_since`; `what` says what it keeps."""
     parser.add_argument(
@@ -102,11 +118,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="--follow without a live stream: seconds between polls (default: 1)",
     )
     parser.add_argument("--json", action="store_true", help="print each message as a JSON line")
-    parser.add_argument(
-        "--read-token",
-        metavar="TOKEN",
-        help="the collector's read token, if it has one (default: $TRACKLINE_READ_TOKEN)",
-    )
+    add_read_token_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -120,11 +132,10 @@ def run(args: argparse.Namespace) -> int:
     params = {name: getattr(args, name) for name in (*FILTERS, "event", "q")}
     params = {name: value for name, value in params.items() if value}
     printer = _Printer(args.json)
-    token = args.read_token or os.environ.get("TRACKLINE_READ_TOKEN")
     http = urllib3.PoolManager(
         retries=False,
         timeout=urllib3.Timeout(connect=5.0, read=30.0),
-        headers={"Authorization": f"Bearer {token}"} if token else None,
+        headers=read_token_headers(args.read_token),
     )
     try:
         stream = _open_stream(http, host) if args.follow else None

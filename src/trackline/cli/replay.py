@@ -6,7 +6,8 @@ trackline replay --destination Warehouse --since 2d  # backfill from two days of
 ```
 
 Asks the collector (`POST /api/destinations/{name}/replay`), which queues them while it keeps
-serving; it only takes the request from the machine it runs on.
+serving; it only takes the request from the machine it runs on, with its read token when it
+has one (`--read-token` or `TRACKLINE_READ_TOKEN`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from trackline.cli.destinations import request
 from trackline.cli.events import (
     CollectorError,
     add_host_option,
+    add_read_token_option,
     add_since_option,
     collector_host,
     parse_since,
@@ -38,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--failed", action="store_true", help="only its dead letters")
     add_since_option(parser, "only events")
     add_host_option(parser)
+    add_read_token_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -51,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     encoded = urllib.parse.urlencode({k: v for k, v in query.items() if v})
     name = urllib.parse.quote(args.destination, safe="")
     try:
-        answer = request("POST", f"{host}/api/destinations/{name}/replay?{encoded}")
+        answer = request(
+            "POST", f"{host}/api/destinations/{name}/replay?{encoded}", args.read_token
+        )
     except CollectorError as exc:
         return fail("replay", str(exc), 1)
     queued = int(answer["queued"])

@@ -8,12 +8,12 @@ same argument names, positional order and defaults, and the same return value, a
 `(success, message)` tuple. Underneath, a `trackline.Client` does the work, so the fixes come
 along: bounded `flush()`, delivery at interpreter exit, fork safety, `Retry-After`, counters.
 
-Where behaviour differs on purpose (see the README section "Migrating from
-segment-analytics-python"): `join()` sends what is queued before stopping; `sync_mode` retries
-and reports failures as `(False, message)` plus `on_error` instead of raising; module-level
-`shutdown()` lets the next call start a fresh client; `debug` and `log_handler` do not configure
-logging (configure the `trackline` logger); OAuth options are accepted and ignored (the write
-key authenticates).
+Where behaviour differs on purpose (see the documentation's guide "Migrating from
+segment-analytics-python", docs/guides/migrating-from-segment.md): `join()` sends what is
+queued before stopping; `sync_mode` retries and reports failures as `(False, message)` plus
+`on_error` instead of raising; module-level `shutdown()` lets the next call start a fresh
+client; `debug` and `log_handler` do not configure logging (configure the `trackline`
+logger); OAuth options are accepted and ignored (the write key authenticates).
 """
 
 from __future__ import annotations

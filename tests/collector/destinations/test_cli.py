@@ -99,6 +99,31 @@ def test_replay_of_an_unknown_destination_fails_with_a_line(
     )
 
 
+def test_commands_take_the_read_token(
+    start: Start,
+    hook: CaptureServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Against a collector started with a read token, both commands show it (`--read-token`,
+    else TRACKLINE_READ_TOKEN); without it the collector's refusal is the one line."""
+    token = "destinations-read-token-0123"
+    running, http = start(destinations(webhook("Hook", hook)), read_token=token)
+    http.pool.headers = {"Authorization": f"Bearer {token}"}
+    post(http, events(1, 2))
+    drained(http)
+    assert main(["destinations", "--host", running.url]) == 1
+    assert capsys.readouterr().err.startswith("trackline destinations: the collector answered 401")
+    assert main(["destinations", "--host", running.url, "--read-token", token]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["Hook", "webhook", "2"]
+    assert main(["replay", "--destination", "Hook", "--host", running.url]) == 1
+    assert capsys.readouterr().err.startswith("trackline replay: the collector answered 401")
+    monkeypatch.setenv("TRACKLINE_READ_TOKEN", token)
+    assert main(["replay", "--destination", "Hook", "--host", running.url]) == 0
+    assert capsys.readouterr().out == "queued 2 events for Hook\n"
+    assert drained(http)["Hook"]["delivered"] == 4
+
+
 def test_commands_say_when_no_collector_answers(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["destinations", "--host", "http://127.0.0.1:9"]) == 1
     assert "cannot reach the collector" in capsys.readouterr().err

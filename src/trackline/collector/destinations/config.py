@@ -30,7 +30,8 @@ MAX_BATCH_SIZE: Final = 10_000
 _ENV: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_COMMON: Final = frozenset(
+#: The keys every kind of destination takes (docs/reference/configuration.md lists them).
+COMMON_KEYS: Final = frozenset(
     {
         "name",
         "kind",
@@ -47,7 +48,8 @@ _COMMON: Final = frozenset(
         "backoff_cap",
     }
 )
-_KIND_KEYS: Final = {
+#: The keys each kind takes besides.
+KIND_KEYS: Final = {
     "webhook": frozenset({"url", "secret", "headers"}),
     "tracking-api": frozenset({"host", "write_key", "gzip"}),
     "file": frozenset({"path"}),
@@ -253,7 +255,7 @@ def _destination(raw: Mapping[str, Any], environ: Mapping[str, str], base: Path)
     kind = raw.get("kind")
     if kind not in KINDS:
         raise _KeyError("kind", f"must be one of {', '.join(KINDS)}")
-    unknown = sorted(set(raw) - _COMMON - _KIND_KEYS[kind])
+    unknown = sorted(set(raw) - COMMON_KEYS - KIND_KEYS[kind])
     if unknown:
         raise _KeyError(unknown[0], f"is not a setting of a {kind} destination")
     backoff_base = table.seconds("backoff_base", 1.0)

@@ -1,5 +1,5 @@
-"""The README's "Web frameworks" examples, and the same examples on the docs' framework guides,
-run as written, served over real HTTP, and their events arrive with the request's context."""
+"""The examples of the docs' request context and framework guides run as written, served over
+real HTTP, and their events arrive with the request's context."""
 
 from __future__ import annotations
 
@@ -15,30 +15,23 @@ from tests.integrations.apps import django_app
 from tests.integrations.serving import fetch, serve_asgi, serve_wsgi
 from tests.support import docs_examples
 from tests.support.capture import CaptureServer
-from tests.test_readme import python_blocks
-from tests.test_readme import run_example as run
+from tests.support.docs_examples import run_example as run
 from trackline.integrations.pages import PageView
 from trackline.integrations.proxies import TrustedProxies
 from trackline.integrations.request import from_environ
 
 GUIDES = ("request-context", "django", "flask", "fastapi-starlette", "wsgi")
-BLOCKS = {
-    "README": python_blocks("Web frameworks"),
-    "docs": [
-        text for guide in GUIDES for text in docs_examples.python_blocks(f"guides/{guide}.md")
-    ],
-}
-SOURCES = pytest.mark.parametrize("source", sorted(BLOCKS))
+BLOCKS = [text for guide in GUIDES for text in docs_examples.python_blocks(f"guides/{guide}.md")]
 
 
-def block(marker: str, source: str) -> str:
-    """The one example containing `marker` in `source` (the README, or the docs' guides)."""
-    [found] = [text for text in BLOCKS[source] if marker in text]
+def block(marker: str) -> str:
+    """The one example of the guides containing `marker`."""
+    [found] = [text for text in BLOCKS if marker in text]
     return found
 
 
 @pytest.fixture
-def readme_env(
+def docs_env(
     capture: CaptureServer, monkeypatch: pytest.MonkeyPatch, default_client_cleanup: None
 ) -> CaptureServer:
     """The examples' client sends to the capture server (TRACKLINE_HOST); the example that
@@ -55,17 +48,15 @@ def checkout_context(capture: CaptureServer) -> dict[str, Any]:
     return dict(event["context"])
 
 
-@SOURCES
-def test_by_hand(readme_env: CaptureServer, source: str) -> None:
+def test_by_hand(docs_env: CaptureServer) -> None:
     """The `with trackline.context(...)` example carries ip, userAgent and locale."""
-    run(block("with trackline.context(", source))
+    run(block("with trackline.context("))
     assert trackline.flush(5.0)
-    [event] = readme_env.delivered()
+    [event] = docs_env.delivered()
     assert event["context"]["ip"] == "12.212.12.49"
     assert event["context"]["locale"] == "en-US"
 
 
-@SOURCES
 @pytest.mark.parametrize(
     ("marker", "serve", "app_name"),
     [
@@ -75,37 +66,35 @@ def test_by_hand(readme_env: CaptureServer, source: str) -> None:
     ],
 )
 def test_framework_examples(
-    readme_env: CaptureServer, marker: str, serve: Any, app_name: str, source: str
+    docs_env: CaptureServer, marker: str, serve: Any, app_name: str
 ) -> None:
     """Flask, Starlette and plain WSGI: POST /checkout tracks an event with its context."""
-    app = run(block(marker, source))[app_name]
+    app = run(block(marker))[app_name]
     with serve(app) as url:
-        assert fetch(f"{url}/checkout", {"User-Agent": "readme"}, method="POST")[0] == 200
-    context = checkout_context(readme_env)
-    assert (context["ip"], context["userAgent"]) == ("127.0.0.1", "readme")
+        assert fetch(f"{url}/checkout", {"User-Agent": "docs"}, method="POST")[0] == 200
+    context = checkout_context(docs_env)
+    assert (context["ip"], context["userAgent"]) == ("127.0.0.1", "docs")
     assert context["page"]["url"] == f"{url}/checkout"
 
 
-@SOURCES
-def test_django_example(readme_env: CaptureServer, source: str) -> None:
+def test_django_example(docs_env: CaptureServer) -> None:
     """The Django settings and view, routed at /checkout, track with the request's context."""
-    settings = {k: v for k, v in run(block("# settings.py", source)).items() if k.isupper()}
-    view = run(block("# views.py", source))["checkout"]
-    urls = types.ModuleType("readme_urls")
+    settings = {k: v for k, v in run(block("# settings.py")).items() if k.isupper()}
+    view = run(block("# views.py"))["checkout"]
+    urls = types.ModuleType("docs_urls")
     urls.urlpatterns = [path("checkout", view)]  # type: ignore[attr-defined]
     with (
         override_settings(**settings, ROOT_URLCONF=urls),
         serve_wsgi(django_app.make_application()) as url,
     ):
-        assert fetch(f"{url}/checkout", {"User-Agent": "readme"}, method="POST")[0] == 200
-    context = checkout_context(readme_env)
-    assert (context["ip"], context["userAgent"]) == ("127.0.0.1", "readme")
+        assert fetch(f"{url}/checkout", {"User-Agent": "docs"}, method="POST")[0] == 200
+    context = checkout_context(docs_env)
+    assert (context["ip"], context["userAgent"]) == ("127.0.0.1", "docs")
 
 
-@SOURCES
-def test_page_filter_example(source: str) -> None:
+def test_page_filter_example() -> None:
     """The example filter accepts a 200 page and refuses /api/ paths and other statuses."""
-    is_page = run(block("def is_page(", source))["is_page"]
+    is_page = run(block("def is_page("))["is_page"]
 
     def view(path: str, status: int) -> PageView:
         environ = {"PATH_INFO": path, "REMOTE_ADDR": "127.0.0.1"}

@@ -1,12 +1,11 @@
-"""The README's "Browser and server together" examples, and the same on the docs' guide, run
-as written (pointed at a local collector instead of port 8765) in Chromium: the Flask app and
-the Django settings, template and views each render the loader, analytics.js sends the page
-view and a click, and the server's `track` in the checkout view joins the browser's visitor."""
+"""The docs' "Browser and server together" guide: its examples run as written (pointed at a
+local collector instead of port 8765) in Chromium. The Flask app and the Django settings,
+template and views each render the loader, analytics.js sends the page view and a click, and
+the server's `track` in the checkout view joins the browser's visitor."""
 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-import pytest
 from django.test import override_settings
 from django.urls import path
 from playwright.sync_api import Browser
@@ -24,31 +22,26 @@ from tests.collector.conftest import Http
 from tests.integrations.apps import django_app
 from tests.integrations.serving import serve_wsgi
 from tests.support import docs_examples
-from tests.test_readme import README, python_blocks
-from tests.test_readme import run_example as run
+from tests.support.docs_examples import run_example as run
 from trackline.collector import RunningCollector, serve
 
-SECTION = "Browser and server together"
 GUIDE = "guides/browser.md"
-BLOCKS = {"README": python_blocks(SECTION), "docs": docs_examples.python_blocks(GUIDE)}
-SOURCES = pytest.mark.parametrize("source", sorted(BLOCKS))
 WSGIApp = Callable[[WSGIEnvironment, StartResponse], Any]
 
 
-def block(marker: str, source: str) -> str:
-    """The one example containing `marker` in `source` (the README, or the docs' guide)."""
-    [found] = [text for text in BLOCKS[source] if marker in text]
+def block(marker: str) -> str:
+    """The one Python example of the guide containing `marker`."""
+    return docs_examples.python_block(GUIDE, marker)
+
+
+def template_block() -> str:
+    """The one ```django block of the guide."""
+    [found] = [
+        b.source
+        for b in docs_examples.blocks(docs_examples.page_named(GUIDE))
+        if b.language == "django"
+    ]
     return found
-
-
-def template_block(source: str) -> str:
-    """The one ```django block of the README section or of the guide."""
-    if source == "README":
-        text = README.read_text(encoding="utf-8").split(f"## {SECTION}\n", 1)[1]
-    else:
-        text = docs_examples.page_named(GUIDE).read_text(encoding="utf-8")
-    [found] = re.findall(r"```django\n(.*?)```", text, re.S)
-    return str(found)
 
 
 @contextlib.contextmanager
@@ -110,21 +103,19 @@ def assert_one_visitor(events: list[dict[str, Any]]) -> None:
     assert len({e["anonymousId"] for e in events}) == 1
 
 
-@SOURCES
-def test_flask_example(browser: Browser, analytics_js: Path, tmp_path: Path, source: str) -> None:
+def test_flask_example(browser: Browser, analytics_js: Path, tmp_path: Path) -> None:
     with shop_and_collector(tmp_path / "events.sqlite3", analytics_js) as (shop, collector, app):
-        example = block("from trackline.integrations.flask import Trackline", source)
+        example = block("from trackline.integrations.flask import Trackline")
         app["app"] = run(example.replace("http://127.0.0.1:8765", collector.url))["app"]
         events = shop_visit(browser, shop, collector)
     assert_one_visitor(events)
 
 
-@SOURCES
-def test_django_example(browser: Browser, analytics_js: Path, tmp_path: Path, source: str) -> None:
+def test_django_example(browser: Browser, analytics_js: Path, tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "shop.html").write_text(template_block(source))
-    views = run(block("# views.py", source))
-    urls = types.ModuleType("readme_browser_urls")
+    (tmp_path / "templates" / "shop.html").write_text(template_block())
+    views = run(block("# views.py"))
+    urls = types.ModuleType("docs_browser_urls")
     urls.urlpatterns = [path("", views["shop"]), path("checkout", views["checkout"])]  # type: ignore[attr-defined]
     templates = [
         {
@@ -133,7 +124,7 @@ def test_django_example(browser: Browser, analytics_js: Path, tmp_path: Path, so
         }
     ]
     with shop_and_collector(tmp_path / "events.sqlite3", analytics_js) as (shop, collector, app):
-        example = block("# settings.py", source).replace("http://127.0.0.1:8765", collector.url)
+        example = block("# settings.py").replace("http://127.0.0.1:8765", collector.url)
         settings = {k: v for k, v in run(example).items() if k.isupper()}
         with override_settings(**settings, ROOT_URLCONF=urls, TEMPLATES=templates):
             app["app"] = django_app.make_application()

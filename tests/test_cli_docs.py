@@ -1,60 +1,19 @@
-"""The README's `trackline` command examples run as written against a local collector."""
+"""The `trackline` command examples of the docs' command-line and historical import pages run
+as written against a local collector."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 from tests.support import docs_examples
+from tests.support.docs_examples import run_shell
 from trackline.collector import serve
-
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-SECTION = "The `trackline` command"
-LOCAL = "http://127.0.0.1:8765"
-
-
-def shell_blocks() -> dict[str, str]:
-    """The ```sh block of each `###` subsection of the command's README section."""
-    text = README.read_text(encoding="utf-8")
-    match = re.search(rf"^## {re.escape(SECTION)}\n(.*?)(?=^## )", text, re.S | re.M)
-    assert match, f"README has no section {SECTION!r}"
-    blocks: dict[str, str] = {}
-    for part in re.split(r"^### ", match.group(1), flags=re.M)[1:]:
-        title = part.splitlines()[0]
-        blocks[title] = "\n".join(re.findall(r"```sh\n(.*?)```", part, re.S))
-    return blocks
-
-
-def run_shell(script: str, cwd: pathlib.Path, host: str) -> subprocess.CompletedProcess[str]:
-    """Run `script` in `cwd` as a reader would after the section's `export` line."""
-    env = {
-        **os.environ,
-        "TRACKLINE_HOST": host,
-        "TRACKLINE_WRITE_KEY": "YOUR_WRITE_KEY",
-        "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script.replace(LOCAL, host)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_the_command_examples_run_as_written(tmp_path: pathlib.Path) -> None:
-    """send prints five ids, import delivers both files (the second pass over standard input
-    is deduplicated), and events lists what the collector stored."""
-    assert_the_commands_work(shell_blocks(), tmp_path)
 
 
 def test_the_command_pages_run_as_written(tmp_path: pathlib.Path) -> None:
-    """The same commands on the docs' command-line and historical import pages."""
+    """send prints five ids, import delivers both files (the second pass over standard input
+    is deduplicated), and events lists what the collector stored."""
     line = docs_examples.shell_blocks("guides/command-line.md")
     imports = docs_examples.shell_blocks("guides/historical-import.md")
     blocks = {
@@ -67,7 +26,7 @@ def test_the_command_pages_run_as_written(tmp_path: pathlib.Path) -> None:
 
 def assert_the_commands_work(blocks: dict[str, str], tmp_path: pathlib.Path) -> None:
     """Run the send, import and events examples in turn against one fresh collector."""
-    with serve(tmp_path / "readme.sqlite3") as collector:
+    with serve(tmp_path / "commands.sqlite3") as collector:
         sent = run_shell(blocks["Send one message"], tmp_path, collector.url)
         assert sent.returncode == 0, sent.stderr
         assert len(sent.stdout.split()) == 5

@@ -1,4 +1,4 @@
-"""The README's serverless and task-queue examples, run as written: a Lambda-shaped handler
+"""The docs' serverless and task-queue examples, run as written: a Lambda-shaped handler
 in a process frozen the moment it returns, and a Celery task in a real worker killed once the
 task is done. Both clients hold events for a minute, so only `flushing` can have sent them."""
 
@@ -12,16 +12,15 @@ import sys
 import textwrap
 import time
 
+from tests.support import docs_examples
 from tests.support.capture import CaptureServer
-from tests.test_readme import python_blocks
 
-SECTION = "Serverless functions and task queues"
+PAGE = "guides/serverless-and-task-queues.md"
 HOLD = 'trackline.init("YOUR_WRITE_KEY", flush_interval=60.0, flush_at=2500)\n'
 
 
 def example(marker: str) -> str:
-    [block] = [block for block in python_blocks(SECTION) if marker in block]
-    return block
+    return docs_examples.python_block(PAGE, marker)
 
 
 def environment(capture: CaptureServer) -> dict[str, str]:
@@ -34,7 +33,7 @@ def test_the_lambda_handler_delivers_before_its_process_is_frozen(
 ) -> None:
     """The handler's event is at the API when its return value is; the process is frozen
     right after (as Lambda does) and never gets to exit."""
-    script = example("def handler(") + HOLD
+    script = example('return {"statusCode": 200}') + HOLD
     script += textwrap.dedent(
         """
         import os, signal, sys
