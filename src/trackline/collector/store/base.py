@@ -19,8 +19,9 @@ from trackline.collector.store.jobs import (
     Settlement,
 )
 
-#: The `q` and `source` filters, which no index serves, look at the newest this many events
-#: (by row id) only: what one listing can cost does not grow with the store.
+#: The filters no index serves (`q` and `source`; on SQLite also `user_id` and
+#: `anonymous_id`) look at the newest this many events (by row id) only: what one listing can
+#: cost does not grow with the store.
 MAX_SCAN_ROWS: Final = 50_000
 #: Seconds of database work one read may take (its answer's transfer not counted) before
 #: it is stopped with `ReadTooCostly`.
@@ -51,7 +52,8 @@ class WriteResult:
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventQuery:
     """Filters of `GET /api/events`; `source` is a key id, `since` a timestamp in the stored
-    form; `q` and `source` look at the newest `MAX_SCAN_ROWS` events only."""
+    form; `q` and `source` (on SQLite also `user_id` and `anonymous_id`) look at the newest
+    `MAX_SCAN_ROWS` events only."""
 
     type: str | None = None
     user_id: str | None = None
