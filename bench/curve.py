@@ -12,7 +12,7 @@ point: events/s stored (every 200 is a commit), the acknowledgement time of each
 Sizes are filled in increasing order on one file per variant: each point starts where the
 last one ended (prefilled rows plus what the load stored).
 
-Run: `python -m bench.curve [--sizes 0,1000000,3000000] [--seconds 20]
+Run: `python -m bench.curve [--sizes 0,1000000,3000000] [--seconds 15]
 [--variant name=path/to/src ...] [--save]`
 """
 
@@ -280,7 +280,7 @@ def _size(size: int) -> str:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0,1000000,3000000", help="comma separated")
-    parser.add_argument("--seconds", type=float, default=20.0, help="load per point")
+    parser.add_argument("--seconds", type=float, default=15.0, help="load per run")
     parser.add_argument("--reps", type=int, default=1, help="load runs per point")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)
