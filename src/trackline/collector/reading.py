@@ -132,7 +132,7 @@ class Reads:
             limit=min(limit, MAX_EVENTS_LIMIT),
             ascending=order == "asc",
         )
-        if (text := params.get("cursor")) is not None:
+        if text := params.get("cursor"):  # empty: none, as for the filters
             try:
                 query = cursor.apply(query, text)
             except ValueError as exc:

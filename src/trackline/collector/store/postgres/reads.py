@@ -100,13 +100,14 @@ def listing(
                 order = "DESC"
             if query.windowed:
                 where = f"WHERE {' AND '.join(bounds)}" if bounds else ""
-                row = conn.execute(
+                # The window's last row, if a row lies beyond it (else it reaches the end).
+                found = conn.execute(
                     f"SELECT id FROM {table} {where} ORDER BY id {order} "
-                    f"OFFSET {MAX_SCAN_ROWS - 1} LIMIT 1",
+                    f"OFFSET {MAX_SCAN_ROWS - 1} LIMIT 2",
                     bound_params,
-                ).fetchone()
-                if row is not None:
-                    edge = int(row[0])
+                ).fetchall()
+                if len(found) == 2:
+                    edge = int(found[0][0])
                     bounds.append("id <= %s" if query.ascending else "id >= %s")
                     bound_params.append(edge)
             conditions = [*bounds, *clauses]
