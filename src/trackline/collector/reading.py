@@ -319,12 +319,13 @@ async def _page(
     when the client went away) the read place is given back and the store's iterator closed."""
     try:
         step = first
-        yield b'{"events":'
+        head = b'{"events":'
         while not isinstance(step, _Done):
-            yield step
+            yield head + step
+            head = b""
             step = await run_in_threadpool(_step, pieces)
         following = None if step.next is None else cursor.encode(step.next)
-        yield b',"next":%s}' % orjson.dumps(following)
+        yield head + b',"next":%s}' % orjson.dumps(following)
     finally:
         release()
         with anyio.CancelScope(shield=True):
@@ -350,9 +351,10 @@ async def _export(
         step = first
         while True:
             while not isinstance(step, _Done):
-                if left is not None:
-                    left -= step.count(b"\n")
-                yield step
+                if step:  # an empty page (a window without a match) has an empty piece
+                    if left is not None:
+                        left -= step.count(b"\n")
+                    yield step
                 step = await run_in_threadpool(_step, pieces)
             if step.next is None or left == 0:
                 return
