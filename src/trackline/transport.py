@@ -31,6 +31,7 @@ MAX_RESPONSE_BYTES: Final = 64 * 1024
 #: zlib level 6 costs about three times the CPU of level 1 for a few percent smaller bodies.
 GZIP_LEVEL: Final = 1
 USER_AGENT: Final = f"trackline/{__version__} (python)"
+_SENT_AT: Final = b',"sentAt":"'
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,3 +144,22 @@ class HttpTransport:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+class RelayTransport(HttpTransport):
+    """`HttpTransport` posting batches without the envelope's `sentAt`, for messages whose
+    `timestamp` is already right: the collector's `tracking-api` destination and
+    `trackline import`. A receiver corrects clock skew as `receivedAt - (sentAt -
+    timestamp)`; with a `sentAt` it would shift each `timestamp` by the hop's network time
+    (or by how long the message waited), without one it keeps `timestamp` as it is. A body of
+    another shape goes as it is."""
+
+    def post(self, path: str, body: bytes | bytearray) -> Response:
+        cut = body.rfind(_SENT_AT)
+        if (
+            cut > 0
+            and body.endswith(b'"}')
+            and body.find(b'"', cut + len(_SENT_AT)) == len(body) - 2
+        ):
+            body = body[:cut] + b"}"
+        return super().post(path, body)

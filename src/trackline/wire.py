@@ -35,6 +35,9 @@ MAX_BATCH_BYTES: Final = 500_000
 MAX_BATCH_MESSAGES: Final = 2500
 #: A messageId must be shorter than 100 characters.
 MAX_MESSAGE_ID_CHARS: Final = 99
+#: Fields each receiver sets for itself: a stored message sent on to another receiver (a
+#: relay, an export imported elsewhere) goes without them.
+HOP_FIELDS: Final = ("receivedAt", "sentAt")
 
 # -- the batch body: {"batch":[m0,m1,...],"sentAt":"2026-11-28T14:00:07.123Z"} ---------------
 

@@ -151,6 +151,7 @@ def test_read_token_guards_every_read(guarded: RunningCollector) -> None:
     assert http.post("/v1/batch", batch(message(1)), key="secret-write-key").status == 200
     for method, path in [
         ("GET", "/api/events"),
+        ("GET", "/api/events?format=ndjson"),
         ("GET", "/api/events/message-1"),
         ("GET", "/api/stats"),
         ("GET", "/api/stream"),

@@ -302,3 +302,35 @@ def test_counting_a_commit_reads_only_its_new_rows(sqlite_storage: Storage, db_p
     steps = " / ".join(str(step[3]) for step in plan)
     assert "USING INTEGER PRIMARY KEY (rowid>?)" in steps, steps
     assert "INDEX" not in steps.replace("INTEGER PRIMARY KEY", ""), steps
+
+
+def test_user_filters_page_through_windows_on_sqlite(
+    sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No index serves `user_id` or `anonymous_id` on SQLite (schema 4): a page looks at a
+    window of MAX_SCAN_ROWS row ids, and a walk that follows each page's next query reaches
+    every match, newest first."""
+    monkeypatch.setattr("trackline.collector.store.sqlite.MAX_SCAN_ROWS", 100)
+    sqlite_storage.write(rows(*range(500)))
+    ours = (9005, 9250, 9499)
+    envelope = Envelope([message(n, userId="u-x", anonymousId="a-x") for n in ours])
+    received = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    sqlite_storage.write(process(envelope, source="key", received_at=received).rows[:1])
+    for part in (rows(1000 + n) for n in range(200)):
+        sqlite_storage.write(part)
+    sqlite_storage.write(process(envelope, source="key", received_at=received).rows[1:])
+    for column in ("user_id", "anonymous_id"):
+        query: EventQuery | None = EventQuery(**{column: column[0] + "-x"}, limit=10)
+        pages: list[list[str]] = []
+        while query is not None:
+            pieces = sqlite_storage.event_pieces(query)
+            body = b""
+            try:
+                while True:
+                    body += next(pieces)
+            except StopIteration as stop:
+                query = stop.value
+            pages.append([m["messageId"] for m in orjson.loads(body)])
+        assert pages[0] == ["message-9499", "message-9250"]  # the newest window only
+        walked = [i for page in pages for i in page]
+        assert walked == ["message-9499", "message-9250", "message-9005"]

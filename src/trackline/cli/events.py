@@ -3,13 +3,16 @@
 ```sh
 trackline events --type track --user-id 019mr8mf4r --since 10m
 trackline events --follow            # like tail -f: the live stream, or polling without one
+trackline events --all --json > all.jsonl   # every event, oldest first, for trackline import
 ```
 
 Reads the collector's `GET /api/events` (filters as its query parameters) and, to follow, its
 server-sent event stream `GET /api/stream`, filtered here the same way. The stream is opened
 before the listing is fetched, so no event falls between the two; one seen twice is printed
-once. A collector without `/api/stream` is polled instead. A collector started with a read
-token wants it: `--read-token` or `TRACKLINE_READ_TOKEN`, sent as `Authorization: Bearer`.
+once. A collector without `/api/stream` is polled instead. `--all` reads the export,
+`GET /api/events?format=ndjson&order=asc`, and prints each line as it comes: memory stays flat
+however many events there are. A collector started with a read token wants it:
+`--read-token` or `TRACKLINE_READ_TOKEN`, sent as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ DEFAULT_COLLECTOR: Final = "http://127.0.0.1:8765"
 STREAM_SILENCE: Final = 60.0
 #: Events fetched per poll when following without a stream.
 POLL_LIMIT: Final = 1000
+#: Events listed without `--limit`.
+DEFAULT_LIMIT: Final = 20
+#: `--all`: seconds the export may go without a byte (a `q` filter's pages can scan a long
+#: way between two matches).
+EXPORT_SILENCE: Final = 300.0
 _AGE: Final = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Filters of `/api/events`: option name -> the message field compared on the stream.
@@ -107,7 +115,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-q", dest="q", metavar="TEXT", help="only messages containing TEXT")
     add_since_option(parser, "only events")
     parser.add_argument(
-        "--limit", type=int, default=20, help="how many of the newest to list (default: 20)"
+        "--limit",
+        type=int,
+        help=f"how many of the newest to list (default: {DEFAULT_LIMIT})",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every matching event, oldest first, however many (with --json: a file that "
+        "trackline import reads back)",
     )
     parser.add_argument("-f", "--follow", action="store_true", help="then keep printing new events")
     parser.add_argument(
@@ -129,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         since = parse_since(args.since)
     except ValueError as exc:
         return fail("events", str(exc), 2)
+    if args.all and (args.follow or args.limit is not None):
+        return fail("events", "--all lists every event: leave out --follow and --limit", 2)
     params = {name: getattr(args, name) for name in (*FILTERS, "event", "q")}
     params = {name: value for name, value in params.items() if value}
     printer = _Printer(args.json)
@@ -137,9 +155,18 @@ def run(args: argparse.Namespace) -> int:
         timeout=urllib3.Timeout(connect=5.0, read=30.0),
         headers=read_token_headers(args.read_token),
     )
+    if args.all:
+        try:
+            _export(http, host, {**params, "since": since}, args.json)
+        except KeyboardInterrupt:
+            return 130
+        except CollectorError as exc:
+            return fail("events", str(exc), 1)
+        return 0
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit
     try:
         stream = _open_stream(http, host) if args.follow else None
-        listing = _fetch(http, host, {**params, "since": since, "limit": args.limit})
+        listing = _fetch(http, host, {**params, "since": since, "limit": limit})
         printer.start(bool(listing) or args.follow)
         for message in reversed(listing):
             printer.show(message)
@@ -236,6 +263,61 @@ def _fetch(
     if not isinstance(events, list):
         raise CollectorError(f"{host}/api/events did not answer with a list of events")
     return [event for event in events if isinstance(event, dict)]
+
+
+def _export(
+    http: urllib3.PoolManager, host: str, params: Mapping[str, object], as_json: bool
+) -> None:
+    """Print every event `params` match, oldest first, as the collector's export streams
+    them: JSON lines exactly as stored, or a table; one chunk in memory at a time."""
+    query = {k: v for k, v in params.items() if v is not None}
+    url = f"{host}/api/events?" + urllib.parse.urlencode(
+        {**query, "format": "ndjson", "order": "asc"}
+    )
+    response = _get(
+        http,
+        url,
+        preload_content=False,
+        timeout=urllib3.Timeout(connect=5.0, read=EXPORT_SILENCE),
+    )
+    try:
+        kind = response.headers.get("Content-Type", "")
+        if response.status != 200 or not kind.startswith("application/x-ndjson"):
+            _refused(host, response.status, response.read(64 * 1024), kind)
+        out = sys.stdout.buffer
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        if not as_json:
+            print(_event_table.header(), flush=True)
+        pending = b""
+        for chunk in response.stream(256 * 1024):
+            if as_json:
+                out.write(chunk)
+                continue
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                out.write(_event_table.row(json.loads(line), width).encode() + b"\n")
+        out.flush()
+    except urllib3.exceptions.HTTPError as exc:
+        raise CollectorError(
+            f"the export broke off ({type(exc).__name__}): what was printed is incomplete"
+        ) from None
+    finally:
+        response.release_conn()
+
+
+def _refused(host: str, status: int, body: bytes, kind: str) -> None:
+    """Raise the `CollectorError` for an export the collector did not give."""
+    if status == 200:
+        raise CollectorError(f"{host} cannot export (it answered {kind or 'no type'}): upgrade it")
+    if status == 404:
+        raise CollectorError(f"{host} has no /api/events: is it a trackline collector?")
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    detail = document.get("message") if isinstance(document, dict) else None
+    raise CollectorError(f"the collector answered {status}: {detail or ''}".strip())
 
 
 def _open_stream(http: urllib3.PoolManager, host: str) -> urllib3.BaseHTTPResponse | None:

@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any, Final
 
+import orjson
+
 from trackline.cli._common import (
     EXIT_NOT_DELIVERED,
     EXIT_OK,
@@ -36,9 +38,11 @@ from trackline.cli._import_ledger import Ledger, ResumePoint, StateFile, Tally
 from trackline.cli._import_read import CONVERSIONS, CsvMapping, Line, read_csv, read_jsonl
 from trackline.cli._progress import Progress, format_duration
 from trackline.client import Client
+from trackline.config import default, resolve_host, resolve_write_key
 from trackline.errors import ConfigError, MessageError
 from trackline.replay import replay
-from trackline.wire import TYPES_IN_ORDER
+from trackline.transport import RelayTransport
+from trackline.wire import HOP_FIELDS, TYPES_IN_ORDER
 
 EXIT_INTERRUPTED: Final = 130
 #: Bad lines reported one by one as they are met; the summary counts the rest.
@@ -47,6 +51,9 @@ LINES_REPORTED: Final = 20
 SAVE_INTERVAL: Final = 0.5
 #: After an interruption, how long the messages already queued may take to be delivered.
 INTERRUPT_GRACE: Final = 2.0
+#: A line with this field is a message a collector stored (`trackline events --all --json`):
+#: it is sent on as it is, not rebuilt through a client call (see `stored_form`).
+STORED_MARK: Final = "receivedAt"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -136,9 +143,20 @@ def run(args: argparse.Namespace) -> int:
     # The callbacks settle lines in the ledger of the input being imported.
     current = [Ledger()]
     try:
+        write_key = resolve_write_key(args.write_key or ("dry-run" if args.dry_run else None))
+        host = resolve_host(args.host)
         client = Client(
-            args.write_key or ("dry-run" if args.dry_run else None),
-            host=args.host,
+            write_key,
+            host=host,
+            # No `sentAt`: each event's time is the file's, not corrected by this machine's
+            # clock (see RelayTransport), so a collector's export imported elsewhere keeps it.
+            transport=RelayTransport(
+                host,
+                write_key,
+                timeout=default("timeout"),
+                gzip=default("gzip"),
+                connections=max(1, args.workers),
+            ),
             send=not args.dry_run,
             queue_full="block",
             block_timeout=args.delivery_timeout,
@@ -283,12 +301,23 @@ def _send_line(line: Line, dry_run: bool, client: Client, ledger: Ledger) -> str
         ledger.valid(line)
         return None
     ledger.expect(line, message_id)
+    if STORED_MARK in message:
+        client.forward(stored_form(message))
+        return None
     try:
         replay(client, message)
     except MessageError as exc:
         ledger.refused(message_id, str(exc))
         return str(exc)
     return None
+
+
+def stored_form(message: dict[str, Any]) -> bytes:
+    """A stored message as it is sent on: every field as the collector stored it (its
+    `context.library`, `originalTimestamp`, fields no client call knows), but the fields the
+    receiver sets for itself (`receivedAt`, `sentAt`), like the `tracking-api` destination.
+    Rebuilding it through `replay` would replace the library and drop unknown fields."""
+    return orjson.dumps({key: value for key, value in message.items() if key not in HOP_FIELDS})
 
 
 def _wait_until_settled(

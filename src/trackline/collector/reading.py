@@ -9,7 +9,9 @@ until its last piece is sent, a live stream its subscription until it ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Final
 
@@ -19,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from trackline.collector import answers, limits
+from trackline.collector import answers, cursor, limits
 from trackline.collector.access import Origins, ReadAccess, caller, is_loopback
 from trackline.collector.ingest import (
     MESSAGE_TYPES,
@@ -30,8 +32,12 @@ from trackline.collector.ingest import (
 from trackline.collector.live import Lagged, LiveEvent
 from trackline.collector.store import EventQuery, ReadTooCostly, StorageError, Store
 
-#: `GET /api/events` returns at most this many events.
+logger = logging.getLogger(__name__)
+
+#: `GET /api/events` returns at most this many events a page.
 MAX_EVENTS_LIMIT: Final = 10_000
+#: The media type of `GET /api/events?format=ndjson`.
+NDJSON: Final = "application/x-ndjson"
 #: Longest `q=` text searched for.
 MAX_QUERY_CHARS: Final = 256
 #: An idle live stream sends a comment this often, so proxies and browsers keep it open.
@@ -76,20 +82,33 @@ class Reads:
         with self._read_gate.place(client) as entered:
             yield None if entered else answers.overloaded("reads")
 
-    def _query(self, request: Request) -> tuple[EventQuery, bool]:
-        """The filters of `GET /api/events`; raises 400 naming a bad one."""
+    def _query(self, request: Request) -> _Listing:
+        """The filters and paging of `GET /api/events`; raises 400 naming a bad one."""
         params = request.query_params
         try:
             meta = answers.flag(params.get("meta"))
         except ValueError as exc:
             raise RequestRejected(400, "invalid_parameter", f"meta {exc}") from None
-        try:
-            limit = int(params.get("limit", "100"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_EVENTS_LIMIT:
-            message = f"limit must be a whole number 1-{MAX_EVENTS_LIMIT}"
-            raise RequestRejected(400, "invalid_parameter", message)
+        form = params.get("format") or "json"
+        if form not in ("json", "ndjson"):
+            raise RequestRejected(400, "invalid_parameter", "format must be json or ndjson")
+        export = form == "ndjson"
+        total: int | None = None
+        if not export or "limit" in params:
+            try:
+                limit = int(params.get("limit", "100"))
+            except ValueError:
+                limit = 0
+            most = None if export else MAX_EVENTS_LIMIT
+            if limit < 1 or (most is not None and limit > most):
+                shown = "a whole number from 1" if most is None else f"a whole number 1-{most}"
+                raise RequestRejected(400, "invalid_parameter", f"limit must be {shown}")
+            total = limit if export else None
+        else:
+            limit = MAX_EVENTS_LIMIT
+        order = params.get("order") or None
+        if order not in (None, "desc", "asc"):
+            raise RequestRejected(400, "invalid_parameter", "order must be desc or asc")
         kind = params.get("type") or None
         if kind is not None and kind not in MESSAGE_TYPES:
             message = f"type must be one of {sorted(MESSAGE_TYPES)}"
@@ -110,27 +129,42 @@ class Reads:
             source=params.get("source") or None,
             q=q,
             since=None if moment is None else format_timestamp(moment),
-            limit=limit,
+            limit=min(limit, MAX_EVENTS_LIMIT),
+            ascending=order == "asc",
         )
-        return query, meta
+        if text := params.get("cursor"):  # empty: none, as for the filters
+            try:
+                query = cursor.apply(query, text)
+            except ValueError as exc:
+                raise RequestRejected(400, "invalid_parameter", f"cursor {exc}") from None
+            if order is not None and query.ascending != (order == "asc"):
+                made = "asc" if query.ascending else "desc"
+                message = f"cursor was made for order={made}: leave order out, or match it"
+                raise RequestRejected(400, "invalid_parameter", message)
+        return _Listing(query, meta, export, total)
 
     async def list_events(self, request: Request) -> Response:
-        """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=`;
-        `meta=1` wraps each message with its row id and source (see `Store.events`). The
-        answer is streamed: the store hands it over in pieces (`Store.event_pieces`)."""
+        """`GET /api/events?type=&user_id=&anonymous_id=&event=&source=&q=&since=&limit=
+        &order=&cursor=&format=`; `meta=1` wraps each message with its row id and source (see
+        `Store.events`). One page, with `next` (the cursor of the page after it, or null at
+        the end); with `format=ndjson`, every page, one message a line (`_export`). The answer
+        is streamed: the store hands it over in pieces (`Store.event_pieces`)."""
         refusal = self.read_refusal(request)
         if refusal is not None:
             return answers.rejected(refusal, challenge="Bearer")
         try:
-            query, meta = self._query(request)
+            listing = self._query(request)
         except RequestRejected as exc:
             return answers.rejected(exc)
         client = caller(request).address
         if not self._read_gate.enter(client):
             return answers.overloaded("reads")
-        pieces = self.storage.event_pieces(query, meta=meta)
+        query = listing.query
+        if listing.total is not None:
+            query = dataclasses.replace(query, limit=min(query.limit, listing.total))
+        pieces = self.storage.event_pieces(query, meta=listing.meta, lines=listing.export)
         try:
-            first = await run_in_threadpool(next, pieces)
+            first = await run_in_threadpool(_step, pieces)
         except BaseException as exc:
             self._read_gate.leave(client)
             await run_in_threadpool(pieces.close)
@@ -144,7 +178,10 @@ class Reads:
                 return answers.unavailable()
             raise
         released = functools.partial(self._read_gate.leave, client)
-        return StreamingResponse(_listing(first, pieces, released), media_type=answers.JSON)
+        if listing.export:
+            walk = _export(first, pieces, listing, self.storage, released)
+            return StreamingResponse(walk, media_type=NDJSON)
+        return StreamingResponse(_page(first, pieces, released), media_type=answers.JSON)
 
     async def get_event(self, request: Request) -> Response:
         """`GET /api/events/{message_id}`."""
@@ -246,17 +283,90 @@ class Reads:
         )
 
 
-async def _listing(
-    first: bytes, pieces: Generator[bytes, None, None], release: functools.partial[None]
-) -> AsyncIterator[bytes]:
-    """A listing's pieces wrapped as `{"events": [...]}`; each further piece is read on a
-    worker thread when the client has taken the one before. At the end (or when the client
-    went away) the read place is given back and the store's iterator closed."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Listing:
+    """What `GET /api/events` asked for: the first page's query, `meta`, whether every page
+    goes out as NDJSON (`export`), and then at most how many events (`total`, None: all)."""
+
+    query: EventQuery
+    meta: bool
+    export: bool
+    total: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Done:
+    """A page's generator ended: `next` is the query of the page after it, or None."""
+
+    next: EventQuery | None
+
+
+def _step(pieces: Generator[bytes, None, EventQuery | None]) -> bytes | _Done:
+    """The next piece of a page, or how the page ended (run on a worker thread)."""
     try:
-        yield b'{"events":' + first
-        while (piece := await run_in_threadpool(next, pieces, None)) is not None:
-            yield piece
-        yield b"}"
+        return next(pieces)
+    except StopIteration as end:
+        return _Done(end.value)
+
+
+async def _page(
+    first: bytes | _Done,
+    pieces: Generator[bytes, None, EventQuery | None],
+    release: functools.partial[None],
+) -> AsyncIterator[bytes]:
+    """A page's pieces wrapped as `{"events": [...], "next": cursor or null}`; each further
+    piece is read on a worker thread when the client has taken the one before. At the end (or
+    when the client went away) the read place is given back and the store's iterator closed."""
+    try:
+        step = first
+        head = b'{"events":'
+        while not isinstance(step, _Done):
+            yield head + step
+            head = b""
+            step = await run_in_threadpool(_step, pieces)
+        following = None if step.next is None else cursor.encode(step.next)
+        yield head + b',"next":%s}' % orjson.dumps(following)
+    finally:
+        release()
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(pieces.close)
+
+
+async def _export(
+    first: bytes | _Done,
+    pieces: Generator[bytes, None, EventQuery | None],
+    listing: _Listing,
+    store: Store,
+    release: functools.partial[None],
+) -> AsyncIterator[bytes]:
+    """Every page of `listing`, one message a line, page after page: one page is read at a
+    time, each in its own read (transaction) with its own time budget, so memory stays at a
+    piece and neither SQLite's WAL nor PostgreSQL's vacuum waits for a long export.
+
+    A page that fails after the answer began (too costly, the store gone) cannot change its
+    status any more: the connection is broken off without the end of the chunked body, which
+    a client reads as an incomplete answer, never as a complete but shorter export."""
+    left = listing.total
+    try:
+        step = first
+        while True:
+            while not isinstance(step, _Done):
+                if step:  # an empty page (a window without a match) has an empty piece
+                    if left is not None:
+                        left -= step.count(b"\n")
+                    yield step
+                step = await run_in_threadpool(_step, pieces)
+            if step.next is None or left == 0:
+                return
+            limit = MAX_EVENTS_LIMIT if left is None else min(MAX_EVENTS_LIMIT, left)
+            await run_in_threadpool(pieces.close)
+            pieces = store.event_pieces(
+                dataclasses.replace(step.next, limit=limit), meta=listing.meta, lines=True
+            )
+            step = await run_in_threadpool(_step, pieces)
+    except (ReadTooCostly, StorageError) as exc:
+        logger.warning("an export was broken off: %s", exc)
+        raise
     finally:
         release()
         with anyio.CancelScope(shield=True):

@@ -28,34 +28,17 @@ from trackline.collector.destinations.sender import DELIVERED, Result, Verdict
 from trackline.collector.store import Job
 from trackline.errors import DeliveryError
 from trackline.stats import DropReason
-from trackline.transport import HttpTransport, Response
+from trackline.transport import RelayTransport
+from trackline.wire import HOP_FIELDS
 
 #: Drop reasons that mean the receiver refused the message for good.
 _REFUSED: Final = frozenset({DropReason.REJECTED, DropReason.UNAUTHORIZED, DropReason.TOO_LARGE})
-#: Fields a hop sets for itself, left out of what is forwarded.
-_HOP_FIELDS: Final = ("receivedAt", "sentAt")
-_SENT_AT: Final = b',"sentAt":"'
-
-
-class RelayTransport(HttpTransport):
-    """The client's HTTP transport, posting batches without the envelope's `sentAt` (see the
-    module docstring); a body of another shape goes as it is."""
-
-    def post(self, path: str, body: bytes | bytearray) -> Response:
-        cut = body.rfind(_SENT_AT)
-        if (
-            cut > 0
-            and body.endswith(b'"}')
-            and body.find(b'"', cut + len(_SENT_AT)) == len(body) - 2
-        ):
-            body = body[:cut] + b"}"
-        return super().post(path, body)
 
 
 def forwarded(body: str) -> bytes:
     """The stored message as it is forwarded (see the module docstring)."""
     message = orjson.loads(body)
-    for field in _HOP_FIELDS:
+    for field in HOP_FIELDS:
         message.pop(field, None)
     return orjson.dumps(message)
 

@@ -20,8 +20,8 @@ from trackline.collector.store.jobs import (
 )
 
 #: The filters no index serves (`q` and `source`; on SQLite also `user_id` and
-#: `anonymous_id`) look at the newest this many events (by row id) only: what one listing can
-#: cost does not grow with the store.
+#: `anonymous_id`) look at this many events (by row id) a page: what one page can cost does
+#: not grow with the store.
 MAX_SCAN_ROWS: Final = 50_000
 #: Seconds of database work one read may take (its answer's transfer not counted) before
 #: it is stopped with `ReadTooCostly`.
@@ -52,8 +52,14 @@ class WriteResult:
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventQuery:
     """Filters of `GET /api/events`; `source` is a key id, `since` a timestamp in the stored
-    form; `q` and `source` (on SQLite also `user_id` and `anonymous_id`) look at the newest
-    `MAX_SCAN_ROWS` events only."""
+    form; `q` and `source` (on SQLite also `user_id` and `anonymous_id`) look at
+    `MAX_SCAN_ROWS` events of a page only (its window).
+
+    A page of a walk through the store: newest first, from the top or below `before_id`; or
+    with `ascending`, oldest first, above `after_id` and up to `until_id` (which the walk's
+    first page fixes at the newest row id then, so that a walk ends however fast events
+    arrive). Row ids only grow, so a walk never sees an event twice, and every event stored
+    before it began is on some page. `Store.event_pieces` returns the next page's query."""
 
     type: str | None = None
     user_id: str | None = None
@@ -63,6 +69,17 @@ class EventQuery:
     q: str | None = None
     since: str | None = None
     limit: int = 100
+    before_id: int | None = None
+    after_id: int | None = None
+    until_id: int | None = None
+    ascending: bool = False
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a filter no index serves is set, so a page scans a window of
+        `MAX_SCAN_ROWS` events and may end short of `limit` with more pages to come. An
+        engine may window more filters (SQLite: `user_id` and `anonymous_id` too)."""
+        return bool(self.q) or self.source is not None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,15 +142,21 @@ class Store(Protocol):
         """Delete every event and reset the counters; returns how many events there were."""
 
     def events(self, query: EventQuery, *, meta: bool = False) -> bytes:
-        """Stored messages matching `query`, newest first, as one JSON array; with `meta`,
-        each is `{"id": row id, "source": key id, "message": {...}}`. The whole listing at
-        once: `event_pieces` for large ones."""
+        """Stored messages matching `query` (one page), newest first unless `ascending`, as
+        one JSON array; with `meta`, each is `{"id": row id, "source": key id, "message":
+        {...}}`. The whole listing at once: `event_pieces` for large ones."""
 
     def event_pieces(
-        self, query: EventQuery, *, meta: bool = False
-    ) -> Generator[bytes, None, None]:
+        self, query: EventQuery, *, meta: bool = False, lines: bool = False
+    ) -> Generator[bytes, None, EventQuery | None]:
         """What `events` returns, in pieces of tens of KB, so that a large listing is never
-        held whole (what the read API streams).
+        held whole (what the read API streams); with `lines`, each item ends with a newline
+        and there are no brackets or commas (NDJSON).
+
+        The generator's return value is the query of the next page (`before_id`, or
+        `after_id` and `until_id`, moved on), or None once the walk has reached its end. A
+        page shorter than `limit` is not the end when its query is `windowed`: it looked at
+        its window only, and the next page looks at the window below (or above).
 
         The reading starts with the first piece and holds a database connection until the
         generator is exhausted or closed: close it. Raises `ReadTooCostly` past the budget."""

@@ -63,6 +63,7 @@ from trackline.collector.store.jobs import (
     Routes,
     Settlement,
 )
+from trackline.collector.store.pages import Page, following
 from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -127,13 +128,12 @@ CREATE TABLE IF NOT EXISTS meta (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 """
-#: Bytes of a listing gathered before they are handed on as one piece.
-_PIECE_BYTES: Final = 64 * 1024
 #: SQLite virtual machine steps between two looks at a read's time budget.
 _BUDGET_STEPS: Final = 1000
 
-#: Filters that no index serves: they look at the newest `MAX_SCAN_ROWS` events only.
-_UNINDEXED: Final = ("user_id", "anonymous_id", "source")
+#: Filters that no index serves here besides `q` and `source` (schema 4 dropped their
+#: indexes): a page of a query with one scans a window of `MAX_SCAN_ROWS` row ids.
+_UNINDEXED: Final = ("user_id", "anonymous_id")
 
 _COLUMNS: Final = ", ".join(Row._fields)
 #: Adds the rows above a row id to the per-type, per-source counts, in one statement. Run in
@@ -654,10 +654,16 @@ class SQLiteStore:
         return b"".join(self.event_pieces(query, meta=meta))
 
     def event_pieces(
-        self, query: EventQuery, *, meta: bool = False
-    ) -> Generator[bytes, None, None]:
-        """`events` in pieces of about 64 KB; close the generator if it is not read to the
-        end (it holds a connection)."""
+        self, query: EventQuery, *, meta: bool = False, lines: bool = False
+    ) -> Generator[bytes, None, EventQuery | None]:
+        """`events` in pieces of about 64 KB (NDJSON with `lines`); returns the next page's
+        query (see `Store.event_pieces`). Close the generator if it is not read to the end
+        (it holds a connection).
+
+        The window of a `windowed` query is `MAX_SCAN_ROWS` row ids below `before_id` (or
+        above `after_id`): row ids are dense here (AUTOINCREMENT, never reused; only a clear
+        leaves a gap, below which nothing is left), so that is at most as many rows, and the
+        window's edge is known without counting rows."""
         clauses: list[str] = []
         params: list[object] = []
         for column in ("type", "user_id", "anonymous_id", "event", "source"):
@@ -672,43 +678,70 @@ class SQLiteStore:
             escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             clauses.append("body LIKE ? ESCAPE '\\'")
             params.append(f"%{escaped}%")
-        if query.q or any(getattr(query, column) is not None for column in _UNINDEXED):
-            # No index serves these: bound the rows they may scan (see MAX_SCAN_ROWS).
-            clauses.append("id > (SELECT coalesce(max(id), 0) FROM events) - ?")
-            params.append(MAX_SCAN_ROWS)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        item = _META_ITEM if meta else "body"
-        sql = f"SELECT {item} FROM events {where} ORDER BY id DESC LIMIT ?"
-        return self._listing(sql, (*params, query.limit))
+        return self._page(query, clauses, params, meta=meta, lines=lines)
 
-    def _listing(self, sql: str, params: Sequence[object]) -> Generator[bytes, None, None]:
+    def _page(
+        self,
+        query: EventQuery,
+        clauses: list[str],
+        params: list[object],
+        *,
+        meta: bool,
+        lines: bool,
+    ) -> Generator[bytes, None, EventQuery | None]:
         budget = _Budget(READ_BUDGET_SECONDS)
+        page = Page(query, lines=lines)
+        item = _META_ITEM if meta else "body"
         with self._reader() as conn:
             conn.set_progress_handler(budget.exceeded, _BUDGET_STEPS)
             try:
                 budget.resume()
-                cursor = conn.execute(sql, params)
-                pieces = [b"["]
-                size = 1
-                separator = b""
+                lowest, highest = conn.execute(
+                    "SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)"
+                ).fetchone()
+                if highest is None:
+                    budget.pause()
+                    yield page.end()
+                    return None
+                edge: int | None = None
+                until = highest
+                if query.ascending:
+                    start = max(query.after_id or 0, lowest - 1)
+                    if query.until_id is not None:
+                        until = query.until_id
+                    top = until
+                    if _windowed(query) and start + MAX_SCAN_ROWS < until:
+                        top = edge = start + MAX_SCAN_ROWS
+                    clauses += ["id > ?", "id <= ?"]
+                    params += [start, top]
+                    order = "ASC"
+                else:
+                    below = highest + 1 if query.before_id is None else query.before_id
+                    clauses.append("id < ?")
+                    params.append(below)
+                    if _windowed(query) and below - MAX_SCAN_ROWS > lowest:
+                        edge = below - MAX_SCAN_ROWS
+                        clauses.append("id >= ?")
+                        params.append(edge)
+                    order = "DESC"
+                sql = (
+                    f"SELECT id, {item} FROM events WHERE {' AND '.join(clauses)} "
+                    f"ORDER BY id {order} LIMIT ?"
+                )
+                cursor = conn.execute(sql, (*params, query.limit + 1))
                 while rows := cursor.fetchmany(128):
-                    for (item,) in rows:
-                        data = str(item).encode()
-                        pieces += (separator, data)
-                        size += len(data) + 1
-                        separator = b","
-                    if size >= _PIECE_BYTES:
+                    piece = page.add(rows)
+                    if piece is not None:
                         budget.pause()
-                        yield b"".join(pieces)
+                        yield piece
                         budget.resume()
-                        pieces, size = [], 0
-                pieces.append(b"]")
                 budget.pause()
-                yield b"".join(pieces)
+                yield page.end()
             except sqlite3.OperationalError as exc:
                 if budget.spent:
                     raise ReadTooCostly(f"stopped after {budget.limit} s") from None
                 raise StorageError(f"cannot read {self.path}: {exc}") from exc
+        return following(query, page, edge=edge, until=until)
 
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
@@ -766,6 +799,12 @@ def _event_ids(
     for row in rows:
         ids.append(new_ids.pop(row.message_id, None))
     return ids
+
+
+def _windowed(query: EventQuery) -> bool:
+    """Whether a page of `query` scans a window (`EventQuery.windowed`, and here also the
+    filters of `_UNINDEXED`)."""
+    return query.windowed or any(getattr(query, column) is not None for column in _UNINDEXED)
 
 
 def _about_the_rows(exc: Exception) -> bool:

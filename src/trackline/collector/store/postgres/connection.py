@@ -36,6 +36,7 @@ from trackline.collector.store.url import redact
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: How often the watchdog looks for guards past their deadline.
 WATCHDOG_TICK_SECONDS: Final = 0.1
@@ -181,11 +182,11 @@ class Pool:
         raise AssertionError("unreachable")
 
     def stream(
-        self, work: Callable[[psycopg.Connection[Any]], Iterator[T]]
-    ) -> Generator[T, None, None]:
+        self, work: Callable[[psycopg.Connection[Any]], Generator[T, None, R]]
+    ) -> Generator[T, None, R]:
         """The items of `work(conn)`, each made within the pool's deadline (the time between
-        items, when the caller hands them on, is not counted); the connection is held until
-        the generator ends or is closed. Raises `StorageError`."""
+        items, when the caller hands them on, is not counted), then what it returns; the
+        connection is held until the generator ends or is closed. Raises `StorageError`."""
         conn, _ = self._take()
         try:
             items = work(conn)
@@ -193,8 +194,9 @@ class Pool:
                 try:
                     with self._watchdog.guard(conn, self._deadline):
                         item = next(items)
-                except StopIteration:
-                    return
+                except StopIteration as end:
+                    result: R = end.value
+                    return result
                 except psycopg.Error as exc:
                     raise storage_error(exc, self._url) from exc
                 yield item

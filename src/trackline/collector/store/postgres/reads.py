@@ -4,13 +4,14 @@
 A listing is read through a server-side cursor and handed on in pieces, so the largest
 answer costs a piece's memory; the items are composed as JSON text by PostgreSQL (the bodies
 are stored JSON already). Newest first is `ORDER BY id DESC` over a table partitioned by id
-ranges: PostgreSQL reads the newest partition's index first and stops at the limit.
+ranges: PostgreSQL reads the newest partition's index first and stops at the limit; a page
+further on starts below its cursor's row id the same way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from typing import Any, Final
 
 import orjson
@@ -24,6 +25,7 @@ from trackline.collector.store.base import (
     ReadTooCostly,
     Stats,
 )
+from trackline.collector.store.pages import Page, following
 from trackline.collector.store.postgres.schema import SCHEMA
 
 #: An event with its row id and source, composed as text: the body is already JSON.
@@ -31,14 +33,9 @@ _META_ITEM: Final = (
     """'{"id":' || id || ',"source":' || to_json(source)::text || ',"message":' || body || '}'"""
 )
 _FILTERS: Final = ("type", "user_id", "anonymous_id", "event", "source")
-#: Bytes of a listing gathered before they are handed on as one piece.
-PIECE_BYTES: Final = 64 * 1024
 
 
-def listing_sql(query: EventQuery, *, meta: bool = False) -> tuple[str, list[object]]:
-    """The statement behind `Store.events`: one row per event, the JSON text of each, newest
-    first. `q` and `source`, which no index serves, only look at the newest `MAX_SCAN_ROWS`
-    events (so do the other filters then, as in the SQLite engine)."""
+def _filters(query: EventQuery) -> tuple[list[str], list[object]]:
     clauses: list[str] = []
     params: list[object] = []
     for column in _FILTERS:
@@ -54,47 +51,80 @@ def listing_sql(query: EventQuery, *, meta: bool = False) -> tuple[str, list[obj
         # ILIKE: SQLite's LIKE, which the other engine uses, ignores case too.
         clauses.append("body ILIKE %s ESCAPE '\\'")
         params.append(f"%{escaped}%")
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    item = _META_ITEM if meta else "body"
-    source = f"{SCHEMA}.events"
-    if query.q or query.source is not None:
-        source = f"(SELECT * FROM {SCHEMA}.events ORDER BY id DESC LIMIT {MAX_SCAN_ROWS}) AS recent"
-    sql = f"SELECT {item} FROM {source} {where} ORDER BY id DESC LIMIT %s"
-    return sql, [*params, query.limit]
+    return clauses, params
 
 
 def listing(
-    conn: psycopg.Connection[Any], sql: str, params: Sequence[object]
-) -> Generator[bytes, None, None]:
-    """The rows of `sql`, as one JSON array handed over in pieces of about `PIECE_BYTES`,
-    read through a server-side cursor; each fetch may take `READ_BUDGET_SECONDS` of database
-    work (`ReadTooCostly` past it). `conn` must be idle; the listing runs in a transaction."""
+    conn: psycopg.Connection[Any], query: EventQuery, *, meta: bool = False, lines: bool = False
+) -> Generator[bytes, None, EventQuery | None]:
+    """One page of `Store.event_pieces`: the JSON text of each event (newest first unless
+    `ascending`), handed over in pieces of about `pages.PIECE_BYTES`, read through a server-side
+    cursor; returns the next page's query. Each statement may take `READ_BUDGET_SECONDS` of
+    database work (`ReadTooCostly` past it). `conn` must be idle; the page is read in one
+    transaction.
+
+    Row ids here come in blocks and jump at each partition, so the window of a `windowed`
+    query is counted in rows: its edge is the `MAX_SCAN_ROWS`-th row id past the cursor (an
+    index-only walk of the primary keys), found first; the page then reads the rows up to it
+    and applies the filters."""
+    clauses, params = _filters(query)
+    item = _META_ITEM if meta else "body"
+    table = f"{SCHEMA}.events"
+    page = Page(query, lines=lines)
     with conn.transaction():
         conn.execute(
             "SELECT set_config('statement_timeout', %s, true)",
             (str(math.ceil(READ_BUDGET_SECONDS * 1000)),),
         )
-        with conn.cursor(name="trackline_listing") as cur:
-            try:
-                cur.execute(sql, params)
-                pieces = [b"["]
-                size = 1
-                separator = b""
+        try:
+            edge: int | None = None
+            until = query.until_id
+            if query.ascending:
+                if until is None:
+                    row = conn.execute(f"SELECT max(id) FROM {table}").fetchone()
+                    until = None if row is None else row[0]
+                    if until is None:
+                        yield page.end()
+                        return None
+                bounds = ["id <= %s"]
+                bound_params: list[object] = [until]
+                if query.after_id is not None:
+                    bounds.append("id > %s")
+                    bound_params.append(query.after_id)
+                order = "ASC"
+            else:
+                bounds, bound_params = [], []
+                if query.before_id is not None:
+                    bounds.append("id < %s")
+                    bound_params.append(query.before_id)
+                order = "DESC"
+            if query.windowed:
+                where = f"WHERE {' AND '.join(bounds)}" if bounds else ""
+                # The window's last row, if a row lies beyond it (else it reaches the end).
+                found = conn.execute(
+                    f"SELECT id FROM {table} {where} ORDER BY id {order} "
+                    f"OFFSET {MAX_SCAN_ROWS - 1} LIMIT 2",
+                    bound_params,
+                ).fetchall()
+                if len(found) == 2:
+                    edge = int(found[0][0])
+                    bounds.append("id <= %s" if query.ascending else "id >= %s")
+                    bound_params.append(edge)
+            conditions = [*bounds, *clauses]
+            where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+            sql = f"SELECT id, {item} FROM {table} {where} ORDER BY id {order} LIMIT %s"
+            with conn.cursor(name="trackline_listing") as cur:
+                cur.execute(sql, [*bound_params, *params, query.limit + 1])
                 while rows := cur.fetchmany(128):
-                    for (item,) in rows:
-                        data = str(item).encode()
-                        pieces += (separator, data)
-                        size += len(data) + 1
-                        separator = b","
-                    if size >= PIECE_BYTES:
-                        yield b"".join(pieces)
-                        pieces, size = [], 0
-            except errors.QueryCanceled as exc:
-                if "statement timeout" not in str(exc):
-                    raise
-                raise ReadTooCostly(f"stopped after {READ_BUDGET_SECONDS} s") from None
-    pieces.append(b"]")
-    yield b"".join(pieces)
+                    piece = page.add(rows)
+                    if piece is not None:
+                        yield piece
+        except errors.QueryCanceled as exc:
+            if "statement timeout" not in str(exc):
+                raise
+            raise ReadTooCostly(f"stopped after {READ_BUDGET_SECONDS} s") from None
+    yield page.end()
+    return following(query, page, edge=edge, until=until)
 
 
 def event(conn: psycopg.Connection[Any], message_id: str) -> bytes | None:

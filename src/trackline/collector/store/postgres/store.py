@@ -206,12 +206,14 @@ class PostgresStore:
         return b"".join(self.event_pieces(query, meta=meta))
 
     def event_pieces(
-        self, query: EventQuery, *, meta: bool = False
-    ) -> Generator[bytes, None, None]:
-        """`events` in pieces of about 64 KB; close the generator if it is not read to the
-        end (it holds a connection). Raises `ReadTooCostly` past the read budget."""
-        sql, params = reads.listing_sql(query, meta=meta)
-        return self._pool.stream(lambda conn: reads.listing(conn, sql, params))
+        self, query: EventQuery, *, meta: bool = False, lines: bool = False
+    ) -> Generator[bytes, None, EventQuery | None]:
+        """`events` in pieces of about 64 KB (NDJSON with `lines`); returns the next page's
+        query (see `Store.event_pieces`). Close the generator if it is not read to the end
+        (it holds a connection). Raises `ReadTooCostly` past the read budget."""
+        return self._pool.stream(
+            functools.partial(reads.listing, query=query, meta=meta, lines=lines)
+        )
 
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
