@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -305,6 +306,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
+    # Stopped with SIGTERM, still stop the collector it started (its `finally`).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()
     rng = random.Random(17)
