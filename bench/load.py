@@ -7,7 +7,11 @@ raw streams, one request in flight per connection. It prints one JSON line: even
 median and 99th percentile of each request's time from sending to its answer.
 Because the collector answers 200 only after the commit, every event answered 200 is stored.
 
-Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]`.
+With `--rate`, requests are due at a steady rate of events/s (still one in flight per
+connection), and each request's time counts from when it was due.
+
+Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]
+[--rate EVENTS_PER_S]`.
 """
 
 from __future__ import annotations
@@ -64,17 +68,41 @@ def build_requests(host: str, events: int, batch: int) -> list[tuple[bytes, int]
     return requests
 
 
+class _Pace:
+    """When each request is due at a steady `rate` of events/s (None: at once), across all
+    connections, so a run can offer a fixed fraction of what the collector absorbs."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.start = time.perf_counter()
+        self.offered = 0
+
+    async def wait(self, count: int) -> float:
+        """Sleep until the next `count` events are due; returns when they were due."""
+        if self.rate is None:
+            return time.perf_counter()
+        due = self.start + self.offered / self.rate
+        self.offered += count
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return due
+
+
 async def _connection(
     address: tuple[str, int],
     pending: collections.deque[tuple[bytes, int]],
     totals: collections.Counter[str],
     latencies: list[float],
+    pace: _Pace,
 ) -> None:
     reader, writer = await asyncio.open_connection(*address)
     try:
         while pending:
             request, count = pending.popleft()
-            sent = time.perf_counter()
+            # Paced, the time counts from when the request was due, not when a busy
+            # connection got to send it: a late start is waiting the client sees.
+            sent = await pace.wait(count)
             writer.write(request)
             try:
                 async with asyncio.timeout(ANSWER_SECONDS):
@@ -104,8 +132,11 @@ async def _connection(
         writer.close()
 
 
-async def run(url: str, connections: int, events: int, batch: int) -> dict[str, object]:
-    """Post `events` events over `connections` connections; returns the totals and timing."""
+async def run(
+    url: str, connections: int, events: int, batch: int, rate: float | None = None
+) -> dict[str, object]:
+    """Post `events` events over `connections` connections (at `rate` events/s, or as fast as
+    they are answered); returns the totals and timing."""
     parts = urlsplit(url)
     address = (parts.hostname or "127.0.0.1", parts.port or 80)
     pending = collections.deque(build_requests(parts.netloc, events, batch))
@@ -113,8 +144,9 @@ async def run(url: str, connections: int, events: int, batch: int) -> dict[str, 
     totals: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
     start = time.monotonic()
+    pace = _Pace(rate)
     await asyncio.gather(
-        *(_connection(address, pending, totals, latencies) for _ in range(connections))
+        *(_connection(address, pending, totals, latencies, pace) for _ in range(connections))
     )
     seconds = time.monotonic() - start
     latencies.sort()
@@ -128,6 +160,7 @@ async def run(url: str, connections: int, events: int, batch: int) -> dict[str, 
         "throughput": totals["events"] / seconds,
         "connections": connections,
         "batch": batch,
+        "rate": rate,
         # From the request's first byte sent to its answer read: the acknowledgement time.
         "ack_p50_ms": latencies[len(latencies) // 2] * 1e3 if latencies else None,
         "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else None,
@@ -140,8 +173,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--rate", type=float, default=None, help="offer this many events/s (default: flat out)"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.url, args.connections, args.events, args.batch))
+    result = asyncio.run(run(args.url, args.connections, args.events, args.batch, args.rate))
     print(json.dumps(result), flush=True)
 
 
