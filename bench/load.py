@@ -12,7 +12,11 @@ from a million, as Segment's libraries send them (the default ids share a prefix
 together, which is kinder to an index than real traffic). `--seconds` stops sending new
 requests after that long (`--events` is then the most that may be sent).
 
-Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]`.
+With `--rate`, requests are due at a steady rate of events/s (still one in flight per
+connection), and each request's time counts from when it was due.
+
+Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]
+[--rate EVENTS_PER_S] [--ids uuid] [--seconds S]`.
 """
 
 from __future__ import annotations
@@ -87,18 +91,42 @@ def build_requests(
     return requests
 
 
+class _Pace:
+    """When each request is due at a steady `rate` of events/s (None: at once), across all
+    connections, so a run can offer a fixed fraction of what the collector absorbs."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.start = time.perf_counter()
+        self.offered = 0
+
+    async def wait(self, count: int) -> float:
+        """Sleep until the next `count` events are due; returns when they were due."""
+        if self.rate is None:
+            return time.perf_counter()
+        due = self.start + self.offered / self.rate
+        self.offered += count
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return due
+
+
 async def _connection(
     address: tuple[str, int],
     pending: collections.deque[tuple[bytes, int]],
     totals: collections.Counter[str],
     latencies: list[float],
     deadline: float,
+    pace: _Pace,
 ) -> None:
     reader, writer = await asyncio.open_connection(*address)
     try:
         while pending and time.monotonic() < deadline:
             request, count = pending.popleft()
-            sent = time.perf_counter()
+            # Paced, the time counts from when the request was due, not when a busy
+            # connection got to send it: a late start is waiting the client sees.
+            sent = await pace.wait(count)
             writer.write(request)
             try:
                 async with asyncio.timeout(ANSWER_SECONDS):
@@ -133,12 +161,13 @@ async def run(
     connections: int,
     events: int,
     batch: int,
+    rate: float | None = None,
     *,
     uuids: bool = False,
     seconds: float | None = None,
 ) -> dict[str, object]:
-    """Post `events` events over `connections` connections (for `seconds` at most); returns
-    the totals and timing."""
+    """Post `events` events over `connections` connections (at `rate` events/s, or as fast as
+    they are answered; for `seconds` at most); returns the totals and timing."""
     parts = urlsplit(url)
     address = (parts.hostname or "127.0.0.1", parts.port or 80)
     pending = collections.deque(build_requests(parts.netloc, events, batch, uuids))
@@ -146,8 +175,12 @@ async def run(
     latencies: list[float] = []
     start = time.monotonic()
     deadline = start + seconds if seconds is not None else float("inf")
+    pace = _Pace(rate)
     await asyncio.gather(
-        *(_connection(address, pending, totals, latencies, deadline) for _ in range(connections))
+        *(
+            _connection(address, pending, totals, latencies, deadline, pace)
+            for _ in range(connections)
+        )
     )
     requests = len(latencies) + totals["no_answer"]
     seconds = time.monotonic() - start
@@ -162,6 +195,7 @@ async def run(
         "throughput": totals["events"] / seconds,
         "connections": connections,
         "batch": batch,
+        "rate": rate,
         # From the request's first byte sent to its answer read: the acknowledgement time.
         "ack_p50_ms": latencies[len(latencies) // 2] * 1e3 if latencies else None,
         "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else None,
@@ -174,6 +208,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--rate", type=float, default=None, help="offer this many events/s (default: flat out)"
+    )
     parser.add_argument("--ids", choices=("sequential", "uuid"), default="sequential")
     parser.add_argument("--seconds", type=float, help="stop sending after this long")
     args = parser.parse_args()
@@ -183,6 +220,7 @@ def main() -> None:
             args.connections,
             args.events,
             args.batch,
+            args.rate,
             uuids=args.ids == "uuid",
             seconds=args.seconds,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -320,3 +320,24 @@ def test_skew_that_would_leave_the_calendar_keeps_the_client_timestamp() -> None
         sent_at=datetime(2000, 1, 1, tzinfo=UTC),
     )
     assert stored(envelope)[0]["timestamp"] == "9999-12-31T23:59:59.000Z"
+
+
+def test_timestamps_formatted_from_the_per_second_cache_match_format_timestamp() -> None:
+    # Enrichment formats each second once per request; the text must be format_timestamp's.
+    from trackline.collector.ingest import _Request, parse_batch
+
+    request = _Request.of(parse_batch(b'{"batch": []}'), "k", datetime.now(UTC), None)
+    offsets = [timedelta(0), timedelta(hours=5, minutes=30), timedelta(hours=-11)]
+    starts = [
+        datetime(1969, 12, 31, 23, 59, 59, 999_999),
+        datetime(1970, 1, 1),
+        datetime(2026, 11, 29, 16, 0, 0, 123_456),
+        datetime(1, 1, 2, 0, 0, 0, 1_000),
+        datetime(9999, 12, 30, 23, 59, 59, 999_999),
+    ]
+    for start in starts:
+        for offset in offsets:
+            for step in range(0, 3_000_000, 250_001):
+                moment = (start + timedelta(microseconds=step)).replace(tzinfo=timezone(offset))
+                assert request.stamp(moment) == format_timestamp(moment)
+                assert request.stamp(moment) == format_timestamp(moment)  # from the cache

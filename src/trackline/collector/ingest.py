@@ -15,7 +15,7 @@ import math
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -267,6 +267,23 @@ def _nonempty(message: Mapping[str, Any], field: str) -> bool:
     return isinstance(value, str) and value != ""
 
 
+#: The type each checked field must have when present: one pass over a message's own keys
+#: (a handful) instead of a lookup per rule. `_check` names the first rule broken.
+_FIELD_TYPES: Final[dict[str, type]] = {
+    **dict.fromkeys(_STRING_FIELDS, str),
+    **dict.fromkeys(_OBJECT_FIELDS, dict),
+}
+
+
+def _fields_ok(message: dict[str, Any]) -> bool:
+    """Whether every checked field of `message` that is present has its type."""
+    for field, value in message.items():
+        kind = _FIELD_TYPES.get(field)
+        if kind is not None and value is not None and not isinstance(value, kind):
+            return False
+    return True
+
+
 def _check(message: Any, route_type: str | None) -> str:
     """The message's type; raises `_Invalid` for the first rule the message breaks."""
     if not isinstance(message, dict):
@@ -279,24 +296,26 @@ def _check(message: Any, route_type: str | None) -> str:
             raise _Invalid("invalid_type", f"type {kind!r} sent to the {route_type} endpoint")
     if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise _Invalid("invalid_type", f"type must be one of {sorted(MESSAGE_TYPES)}, not {kind!r}")
-    for field in _STRING_FIELDS:
-        value = message.get(field)
-        if value is not None and not isinstance(value, str):
-            raise _Invalid("invalid_field", f"{field} must be a string")
-    for field in _OBJECT_FIELDS:
-        value = message.get(field)
-        if value is not None and not isinstance(value, dict):
-            raise _Invalid("invalid_field", f"{field} must be an object")
+    if not _fields_ok(message):
+        for field in _STRING_FIELDS:
+            value = message.get(field)
+            if value is not None and not isinstance(value, str):
+                raise _Invalid("invalid_field", f"{field} must be a string")
+        for field in _OBJECT_FIELDS:
+            value = message.get(field)
+            if value is not None and not isinstance(value, dict):
+                raise _Invalid("invalid_field", f"{field} must be an object")
     if kind == "alias":
         if not _nonempty(message, "previousId"):
             raise _Invalid("missing_previous_id", "an alias needs previousId")
         if not _nonempty(message, "userId"):
             raise _Invalid("missing_user_id", "an alias needs userId")
-    elif not (_nonempty(message, "userId") or _nonempty(message, "anonymousId")):
+    elif not (message.get("userId") or message.get("anonymousId")):
+        # Both are strings or None by now: truthy is non-empty.
         raise _Invalid("no_user_anon_id", "a message needs userId or anonymousId")
-    if kind == "track" and not _nonempty(message, "event"):
+    if kind == "track" and not message.get("event"):
         raise _Invalid("missing_event", "a track message needs a non-empty event")
-    if kind == "group" and not _nonempty(message, "groupId"):
+    if kind == "group" and not message.get("groupId"):
         raise _Invalid("missing_group_id", "a group message needs groupId")
     message_id = message.get("messageId")
     if message_id is not None and (
@@ -306,7 +325,7 @@ def _check(message: Any, route_type: str | None) -> str:
             "invalid_message_id",
             f"messageId must be a non-empty string under {MAX_MESSAGE_ID_CHARS + 1} characters",
         )
-    return str(kind)
+    return kind
 
 
 def _merged(outer: Mapping[str, Any] | None, inner: Any) -> Any:
@@ -322,6 +341,9 @@ def _is_stored_form(text: str) -> bool:
     return len(text) == 24 and text[23] == "Z" and text[19] == "." and text[10] == "T"
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Request:
     """What every message of one request shares, worked out once."""
@@ -335,6 +357,10 @@ class _Request:
     skew: timedelta | None
     #: The sender's address, for `context.ip` when the message has none.
     ip: str | None
+    #: `YYYY-MM-DDTHH:MM:SS` (UTC) of each second since the epoch formatted in this request:
+    #: a batch's timestamps share a few seconds, and formatting a datetime whole is the
+    #: dearest step of enriching a message.
+    seconds: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, envelope: Envelope, source: str, received_at: datetime, ip: str | None) -> _Request:
@@ -349,14 +375,26 @@ class _Request:
             ip,
         )
 
+    def stamp(self, moment: datetime) -> str:
+        """`format_timestamp(moment)`, the same text and the same errors, mostly from cache."""
+        since = moment - _EPOCH
+        second = since.days * 86_400 + since.seconds
+        head = self.seconds.get(second)
+        if head is None:
+            # The same second in UTC formats the same up to its milliseconds.
+            head = self.seconds[second] = format_timestamp(moment)[:19]
+        return f"{head}.{since.microseconds // 1000:03d}Z"
+
 
 def _enrich(message: Any, request: _Request) -> Row:
     """Validate `message` and build its row; raises `_Invalid`."""
     envelope = request.envelope
     kind = _check(message, envelope.route_type)
+    text = message.get("timestamp")
+    own_sent = message.get("sentAt")
     try:
-        original = parse_timestamp(message.get("timestamp"))
-        own_sent_at = parse_timestamp(message.get("sentAt"))
+        original = None if text is None else parse_timestamp(text)
+        own_sent_at = None if own_sent is None else parse_timestamp(own_sent)
     except ValueError as exc:
         raise _Invalid("invalid_timestamp", str(exc)) from None
     sent, skew = request.sent, request.skew
@@ -378,15 +416,14 @@ def _enrich(message: Any, request: _Request) -> Row:
     if original is None:
         stamp = request.received
     else:
-        text = message["timestamp"]
         if not _is_stored_form(text):
-            text = format_timestamp(original)
+            text = request.stamp(original)
         enriched["originalTimestamp"] = text
         # Segment's clock skew correction: receivedAt - (sentAt - originalTimestamp).
         try:
-            stamp = format_timestamp(original if skew is None else original + skew)
+            stamp = request.stamp(original if skew is None else original + skew)
         except OverflowError:
-            stamp = format_timestamp(original)
+            stamp = request.stamp(original)
     if sent is not None:
         enriched["sentAt"] = sent
     enriched["timestamp"] = stamp
@@ -405,17 +442,24 @@ def _enrich(message: Any, request: _Request) -> Row:
         if len(orjson.dumps(sent_form)) > MAX_MESSAGE_BYTES:
             raise _Invalid("message_too_large", f"the message is over {MAX_MESSAGE_BYTES} bytes")
     name = message.get("event") if kind == "track" else message.get("name")
-    return Row(
-        message_id=message_id,
-        type=kind,
-        user_id=message.get("userId") or None,
-        anonymous_id=message.get("anonymousId") or None,
-        event=name or None,
-        source=request.source,
-        received_at=request.received,
-        timestamp=stamp,
-        body=body.decode(),
+    # Positional, past NamedTuple's Python-level __new__: this runs once per message.
+    return _new_row(
+        Row,
+        (
+            message_id,
+            kind,
+            message.get("userId") or None,
+            message.get("anonymousId") or None,
+            name or None,
+            request.source,
+            request.received,
+            stamp,
+            body.decode(),
+        ),
     )
+
+
+_new_row: Final = tuple.__new__
 
 
 def process(
