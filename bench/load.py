@@ -7,11 +7,16 @@ raw streams, one request in flight per connection. It prints one JSON line: even
 median and 99th percentile of each request's time from sending to its answer.
 Because the collector answers 200 only after the commit, every event answered 200 is stored.
 
+`--ids uuid` gives each message a random UUID messageId and anonymousId and a userId drawn
+from a million, as Segment's libraries send them (the default ids share a prefix and sort
+together, which is kinder to an index than real traffic). `--seconds` stops sending new
+requests after that long (`--events` is then the most that may be sent).
+
 With `--rate`, requests are due at a steady rate of events/s (still one in flight per
 connection), and each request's time counts from when it was due.
 
 Run: `python -m bench.load --url http://127.0.0.1:8765 [--connections 8] [--batch 100]
-[--rate EVENTS_PER_S]`.
+[--rate EVENTS_PER_S] [--ids uuid] [--seconds S]`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import base64
 import collections
 import json
 import os
+import random
 import time
+import uuid
 from urllib.parse import urlsplit
 
 import orjson
@@ -33,7 +40,24 @@ from bench.peers import EVENT, WRITE_KEY
 ANSWER_SECONDS = 60.0
 
 
-def build_requests(host: str, events: int, batch: int) -> list[tuple[bytes, int]]:
+#: Distinct userIds of `--ids uuid`.
+USERS = 1_000_000
+
+
+def _ids(run: str, number: int, uuids: bool) -> dict[str, str]:
+    """A message's ids: sequential within the run, or random as real traffic has them."""
+    if uuids:
+        return {
+            "messageId": str(uuid.uuid4()),
+            "userId": f"user-{random.randrange(USERS)}",
+            "anonymousId": str(uuid.uuid4()),
+        }
+    return {"messageId": f"load-{run}-{number}", "userId": f"user-{number % 1000:04d}"}
+
+
+def build_requests(
+    host: str, events: int, batch: int, uuids: bool = False
+) -> list[tuple[bytes, int]]:
     """`(raw HTTP request, events in it)` for `events` events in batches of `batch`."""
     run = os.urandom(6).hex()
     token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -44,9 +68,8 @@ def build_requests(host: str, events: int, batch: int) -> list[tuple[bytes, int]
         messages = [
             {
                 "type": "track",
-                "messageId": f"load-{run}-{first + index}",
+                **_ids(run, first + index, uuids),
                 "timestamp": now,
-                "userId": f"user-{(first + index) % 1000:04d}",
                 "event": EVENT,
                 "properties": {
                     "plan": "pro",
@@ -94,11 +117,12 @@ async def _connection(
     pending: collections.deque[tuple[bytes, int]],
     totals: collections.Counter[str],
     latencies: list[float],
+    deadline: float,
     pace: _Pace,
 ) -> None:
     reader, writer = await asyncio.open_connection(*address)
     try:
-        while pending:
+        while pending and time.monotonic() < deadline:
             request, count = pending.popleft()
             # Paced, the time counts from when the request was due, not when a busy
             # connection got to send it: a late start is waiting the client sees.
@@ -133,21 +157,32 @@ async def _connection(
 
 
 async def run(
-    url: str, connections: int, events: int, batch: int, rate: float | None = None
+    url: str,
+    connections: int,
+    events: int,
+    batch: int,
+    rate: float | None = None,
+    *,
+    uuids: bool = False,
+    seconds: float | None = None,
 ) -> dict[str, object]:
     """Post `events` events over `connections` connections (at `rate` events/s, or as fast as
-    they are answered); returns the totals and timing."""
+    they are answered; for `seconds` at most); returns the totals and timing."""
     parts = urlsplit(url)
     address = (parts.hostname or "127.0.0.1", parts.port or 80)
-    pending = collections.deque(build_requests(parts.netloc, events, batch))
-    requests = len(pending)
+    pending = collections.deque(build_requests(parts.netloc, events, batch, uuids))
     totals: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
     start = time.monotonic()
+    deadline = start + seconds if seconds is not None else float("inf")
     pace = _Pace(rate)
     await asyncio.gather(
-        *(_connection(address, pending, totals, latencies, pace) for _ in range(connections))
+        *(
+            _connection(address, pending, totals, latencies, deadline, pace)
+            for _ in range(connections)
+        )
     )
+    requests = len(latencies) + totals["no_answer"]
     seconds = time.monotonic() - start
     latencies.sort()
     return {
@@ -176,8 +211,20 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=None, help="offer this many events/s (default: flat out)"
     )
+    parser.add_argument("--ids", choices=("sequential", "uuid"), default="sequential")
+    parser.add_argument("--seconds", type=float, help="stop sending after this long")
     args = parser.parse_args()
-    result = asyncio.run(run(args.url, args.connections, args.events, args.batch, args.rate))
+    result = asyncio.run(
+        run(
+            args.url,
+            args.connections,
+            args.events,
+            args.batch,
+            args.rate,
+            uuids=args.ids == "uuid",
+            seconds=args.seconds,
+        )
+    )
     print(json.dumps(result), flush=True)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gzip
 import json
+import random
+import re
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import run, sink, table
+from bench import curve, run, sink, table
+
+from trackline.collector.ingest import Row
 
 
 @pytest.fixture
@@ -163,3 +168,50 @@ def test_update_readme_writes_each_page_its_own_table(
         f"before\n{run.README_START}\nshort\n{run.README_END}\nafter\n"
     )
     assert "\nfull\n" in (tmp_path / "performance.md").read_text()
+
+
+def test_curve_table_sets_each_size_against_the_smallest() -> None:
+    """The sustained-rate table: one row per variant and size, medians of the repetitions,
+    the rate as a share of the same variant's rate at the smallest size."""
+
+    def point(variant: str, size: int, rate: int, p99: float) -> dict[str, Any]:
+        return {
+            "variant": variant,
+            "size": size,
+            "events_per_s": rate,
+            "ack_p50_ms": 10.0,
+            "ack_p99_ms": p99,
+            "file_mb": 100,
+            "rss_mb": 80,
+        }
+
+    results = [
+        point("after", 0, 20_000, 30.0),
+        point("after", 0, 22_000, 50.0),
+        point("after", 10_000_000, 16_800, 70.0),
+        point("before", 0, 10_000, 90.0),
+        point("before", 1_500_000, 2_500, 500.0),
+    ]
+    lines = curve.table(results, [0, 1_500_000, 10_000_000]).splitlines()
+    assert lines[0].startswith("| variant | events stored before | events/s stored |")
+    assert lines[2:] == [
+        "| after | 0 | 21,000 | 100% | 10.0 | 40.0 | 100 | 80 |",
+        "| after | 10M | 16,800 | 80% | 10.0 | 70.0 | 100 | 80 |",
+        "| before | 0 | 10,000 | 100% | 10.0 | 90.0 | 100 | 80 |",
+        "| before | 1,500,000 | 2,500 | 25% | 10.0 | 500.0 | 100 | 80 |",
+    ]
+
+
+def test_curve_prefill_rows_are_the_stores_columns() -> None:
+    """Prefilled rows have the columns the collector stores (`ingest.Row`), random UUID
+    message ids, and bodies that carry the same ids."""
+    rows = list(curve.fake_rows(50, "src", dt.datetime.now(dt.UTC), random.Random(1)))
+    assert all(len(row) == len(Row._fields) for row in rows)
+    ids = [Row(*row).message_id for row in rows]
+    assert len(set(ids)) == 50
+    assert all(
+        re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-a[0-9a-f]{3}-[0-9a-f]{12}", i)
+        for i in ids
+    )
+    assert [json.loads(Row(*row).body)["messageId"] for row in rows] == ids
+    assert [Row(*row).received_at for row in rows] == sorted(Row(*row).received_at for row in rows)

@@ -205,8 +205,9 @@ def test_a_subscriber_that_stops_reading_is_disconnected(db_path: Path) -> None:
 
 
 def test_search_is_bounded(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`q` is at most 256 characters; it (and `source`) looks at the newest MAX_SCAN_ROWS
-    events only; a read past its time budget is stopped with a 400 saying how to narrow it."""
+    """`q` is at most 256 characters; it (and `source`, `user_id`, `anonymous_id`, which no
+    SQLite index serves) looks at the newest MAX_SCAN_ROWS events only; a read past its time
+    budget is stopped with a 400 saying how to narrow it."""
     fill(db_path, 3000, 10)
     monkeypatch.setattr("trackline.collector.store.sqlite.MAX_SCAN_ROWS", 1000)
     with serve(db_path) as running:
@@ -215,7 +216,9 @@ def test_search_is_bounded(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert (too_long.status, too_long.json["code"]) == (400, "invalid_parameter")
         assert http.events("?q=message-2999") != []
         assert http.events("?q=message-10&limit=1") == []  # older than the newest 1000
-        assert http.events("?user_id=user-10") != []  # indexed filters see everything
+        assert http.events("?user_id=user-2999") != []
+        assert http.events("?user_id=user-10") == []  # older than the newest 1000
+        assert len(http.events("?event=Item Purchased&limit=3000")) == 3000  # indexed: all
         monkeypatch.setattr("trackline.collector.store.sqlite.READ_BUDGET_SECONDS", 0.0)
         stopped = http.get("/api/events?q=nothing-like-this")
         assert (stopped.status, stopped.json["code"]) == (400, "query_too_costly")

@@ -250,3 +250,87 @@ def test_row_ids_are_not_reused_after_a_clear(storage: Store) -> None:
     storage.write(rows(3))
     (after,) = orjson.loads(storage.events(EventQuery(), meta=True))
     assert after["id"] > max(event["id"] for event in before)
+
+
+def test_a_schema_3_store_loses_its_random_key_indexes(db_path: Path) -> None:
+    """A store written by the release before schema 4 (32 KB pages, indexes of userId and
+    anonymousId) opens with its events, counters and dedupe, without those two indexes, and
+    its user_id filter still answers; it keeps its page size."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA page_size = 32768")
+    conn.execute("VACUUM")
+    conn.close()
+    with Storage(db_path) as old:
+        old.write(rows(1, 2, anonymousId="anon-1"))
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE INDEX events_user_id ON events (user_id) WHERE user_id IS NOT NULL")
+    conn.execute("CREATE INDEX events_anonymous_id ON events (anonymous_id)")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    with Storage(db_path) as opened:
+        assert opened.stats().events == 2
+        assert opened.write(rows(2, 3)) == WriteResult(1, 1)
+        listed = orjson.loads(opened.events(EventQuery(user_id="user-2")))
+        assert [m["messageId"] for m in listed] == ["message-2"]
+        assert len(orjson.loads(opened.events(EventQuery(anonymous_id="anon-1")))) == 2
+    conn = sqlite3.connect(db_path)
+    listed = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    indexes = {name for (name,) in listed}
+    assert not indexes & {"events_user_id", "events_anonymous_id"}
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 32768
+    conn.close()
+
+
+def test_a_new_file_has_small_pages(sqlite_storage: Storage, db_path: Path) -> None:
+    """New files use 4 KB pages: an event dirties fewer bytes of each index it enters."""
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    conn.close()
+
+
+def test_counting_a_commit_reads_only_its_new_rows(sqlite_storage: Storage, db_path: Path) -> None:
+    """The per-commit count of new rows seeks them by row id: a plan that walks an index
+    reads the whole store at every commit."""
+    from trackline.collector.store.sqlite import _COUNT_NEW_ROWS
+
+    sqlite_storage.write(rows(*range(50)))
+    select = _COUNT_NEW_ROWS.split("SELECT", 1)[1].split("ON CONFLICT")[0]
+    conn = sqlite3.connect(db_path)
+    plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT {select}", (10,)).fetchall()
+    conn.close()
+    steps = " / ".join(str(step[3]) for step in plan)
+    assert "USING INTEGER PRIMARY KEY (rowid>?)" in steps, steps
+    assert "INDEX" not in steps.replace("INTEGER PRIMARY KEY", ""), steps
+
+
+def test_user_filters_page_through_windows_on_sqlite(
+    sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No index serves `user_id` or `anonymous_id` on SQLite (schema 4): a page looks at a
+    window of MAX_SCAN_ROWS row ids, and a walk that follows each page's next query reaches
+    every match, newest first."""
+    monkeypatch.setattr("trackline.collector.store.sqlite.MAX_SCAN_ROWS", 100)
+    sqlite_storage.write(rows(*range(500)))
+    ours = (9005, 9250, 9499)
+    envelope = Envelope([message(n, userId="u-x", anonymousId="a-x") for n in ours])
+    received = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    sqlite_storage.write(process(envelope, source="key", received_at=received).rows[:1])
+    for part in (rows(1000 + n) for n in range(200)):
+        sqlite_storage.write(part)
+    sqlite_storage.write(process(envelope, source="key", received_at=received).rows[1:])
+    for column in ("user_id", "anonymous_id"):
+        query: EventQuery | None = EventQuery(**{column: column[0] + "-x"}, limit=10)
+        pages: list[list[str]] = []
+        while query is not None:
+            pieces = sqlite_storage.event_pieces(query)
+            body = b""
+            try:
+                while True:
+                    body += next(pieces)
+            except StopIteration as stop:
+                query = stop.value
+            pages.append([m["messageId"] for m in orjson.loads(body)])
+        assert pages[0] == ["message-9499", "message-9250"]  # the newest window only
+        walked = [i for page in pages for i in page]
+        assert walked == ["message-9499", "message-9250", "message-9005"]

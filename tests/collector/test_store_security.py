@@ -19,6 +19,7 @@ from tests.collector.conftest import message
 from trackline.collector.access import key_id
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.store import EventQuery, RowsRefused, SQLiteStore, WriteResult
+from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 RECEIVED = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 #: The tables of schema 1 as the first release created them.
@@ -113,7 +114,7 @@ def test_a_schema_1_store_is_rewritten_to_key_ids(tmp_path: Path) -> None:
         assert listed.count(b'"messageId"') == OLD_ROWS // 3
         assert store.write(rows(OLD_ROWS, source=ids[1])) == WriteResult(1, 0)
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert {s for (s,) in conn.execute("SELECT source FROM events")} == set(ids)
     conn.close()
     for file in tmp_path.iterdir():

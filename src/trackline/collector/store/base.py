@@ -19,8 +19,9 @@ from trackline.collector.store.jobs import (
     Settlement,
 )
 
-#: The `q` and `source` filters, which no index serves, look at the newest this many events
-#: (by row id) only: what one listing can cost does not grow with the store.
+#: The filters no index serves (`q` and `source`; on SQLite also `user_id` and
+#: `anonymous_id`) look at this many events (by row id) a page: what one page can cost does
+#: not grow with the store.
 MAX_SCAN_ROWS: Final = 50_000
 #: Seconds of database work one read may take (its answer's transfer not counted) before
 #: it is stopped with `ReadTooCostly`.
@@ -51,7 +52,8 @@ class WriteResult:
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventQuery:
     """Filters of `GET /api/events`; `source` is a key id, `since` a timestamp in the stored
-    form; `q` and `source` look at `MAX_SCAN_ROWS` events of a page only (its window).
+    form; `q` and `source` (on SQLite also `user_id` and `anonymous_id`) look at
+    `MAX_SCAN_ROWS` events of a page only (its window).
 
     A page of a walk through the store: newest first, from the top or below `before_id`; or
     with `ascending`, oldest first, above `after_id` and up to `until_id` (which the walk's
@@ -75,7 +77,8 @@ class EventQuery:
     @property
     def windowed(self) -> bool:
         """Whether a filter no index serves is set, so a page scans a window of
-        `MAX_SCAN_ROWS` events and may end short of `limit` with more pages to come."""
+        `MAX_SCAN_ROWS` events and may end short of `limit` with more pages to come. An
+        engine may window more filters (SQLite: `user_id` and `anonymous_id` too)."""
         return bool(self.q) or self.source is not None
 
 

@@ -72,6 +72,20 @@ logger = logging.getLogger(__name__)
 MAX_GROUP_ROWS: Final = 20_000
 #: Rows per INSERT statement at most (SQLite also caps the number of parameters).
 MAX_ROWS_PER_STATEMENT: Final = 2000
+#: Page size of a new file. Each event written into an index of random keys dirties a page of
+#: that index, and a dirty page goes whole into the write-ahead log and again into the file at
+#: the checkpoint: 4 KB pages write an eighth of what 32 KB ones did (bench/curve.py).
+PAGE_SIZE: Final = 4096
+#: The writer's page cache, KB.
+CACHE_KB: Final = 32 * 1024
+#: Write-ahead log a commit lets grow before it copies the log into the file (a checkpoint,
+#: which syncs the file): a page changed by several commits in that span is copied once, and
+#: the writer syncs less often. SQLite's default is 1,000 pages (4 MB at 4 KB pages), which
+#: measured slower; 64 MB measured no faster than 16 MB and doubled the p99 (each checkpoint
+#: runs inside the commit that crosses the mark).
+CHECKPOINT_BYTES: Final = 16 * 1024 * 1024
+#: What the log file is cut back to after a checkpoint, if it grew larger.
+WAL_LIMIT_BYTES: Final = 2 * CHECKPOINT_BYTES
 
 _SCHEMA: Final = """
 -- AUTOINCREMENT: row ids are never reused, even after a clear, so a reader's "newer than"
@@ -88,10 +102,10 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp TEXT NOT NULL,
     body TEXT NOT NULL
 );
+-- Only indexes whose new entries land next to each other (few distinct types and event names,
+-- ids and times that grow) are kept: an index of random keys (userId, anonymousId) costs a page
+-- written per event once it outgrows the cache (see _UNINDEXED and docs/architecture.md).
 CREATE INDEX IF NOT EXISTS events_type ON events (type);
-CREATE INDEX IF NOT EXISTS events_user_id ON events (user_id) WHERE user_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_anonymous_id ON events (anonymous_id)
-    WHERE anonymous_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_event ON events (event) WHERE event IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
 CREATE TABLE IF NOT EXISTS event_counts (
@@ -119,13 +133,20 @@ CREATE TABLE IF NOT EXISTS meta (
 #: SQLite virtual machine steps between two looks at a read's time budget.
 _BUDGET_STEPS: Final = 1000
 
+#: Filters that no index serves here besides `q` and `source` (schema 4 dropped their
+#: indexes): a page of a query with one scans a window of `MAX_SCAN_ROWS` row ids.
+_UNINDEXED: Final = ("user_id", "anonymous_id")
+
 _COLUMNS: Final = ", ".join(Row._fields)
 #: Adds the rows above a row id to the per-type, per-source counts, in one statement. Run in
 #: the transaction that inserted them, it counts exactly the new rows: the writer holds the
 #: write lock and new ids are above every earlier one; an ignored duplicate adds no row.
+#: NOT INDEXED: left to itself, SQLite's planner reads the `type` index whole for its GROUP BY
+#: and checks every entry's row id, one pass over the store per commit (what made the write
+#: rate fall as the store grew); without an index it seeks the new rows by row id.
 _COUNT_NEW_ROWS: Final = """
 INSERT INTO event_counts (type, source, n)
-SELECT type, source, count(*) FROM events WHERE id > ? GROUP BY type, source
+SELECT type, source, count(*) FROM events NOT INDEXED WHERE id > ? GROUP BY type, source
 ON CONFLICT (type, source) DO UPDATE SET n = n + excluded.n
 """
 #: An event with its row id and source, composed as text: the body is already JSON.
@@ -223,7 +244,7 @@ class SQLiteStore:
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
         try:
             if create:
-                conn.execute("PRAGMA page_size = 32768")  # applies to a new file only
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # applies to a new file only
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise StorageError(
@@ -235,8 +256,11 @@ class SQLiteStore:
                 if version < SCHEMA_VERSION:
                     sqlite_setup.upgrade(conn, self.path, self._key_secret)
             conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync else 'NORMAL'}")
-            conn.execute("PRAGMA cache_size = -32768")
-            conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KB}")
+            # A file made before PAGE_SIZE keeps its page size: the same bytes, fewer pages.
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+            conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_BYTES // page_size}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         except sqlite3.Error as exc:
             conn.close()
             raise StorageError(f"cannot use {self.path}: {exc}") from exc
@@ -688,7 +712,7 @@ class SQLiteStore:
                     if query.until_id is not None:
                         until = query.until_id
                     top = until
-                    if query.windowed and start + MAX_SCAN_ROWS < until:
+                    if _windowed(query) and start + MAX_SCAN_ROWS < until:
                         top = edge = start + MAX_SCAN_ROWS
                     clauses += ["id > ?", "id <= ?"]
                     params += [start, top]
@@ -697,7 +721,7 @@ class SQLiteStore:
                     below = highest + 1 if query.before_id is None else query.before_id
                     clauses.append("id < ?")
                     params.append(below)
-                    if query.windowed and below - MAX_SCAN_ROWS > lowest:
+                    if _windowed(query) and below - MAX_SCAN_ROWS > lowest:
                         edge = below - MAX_SCAN_ROWS
                         clauses.append("id >= ?")
                         params.append(edge)
@@ -777,6 +801,12 @@ def _event_ids(
     for row in rows:
         ids.append(new_ids.pop(row.message_id, None))
     return ids
+
+
+def _windowed(query: EventQuery) -> bool:
+    """Whether a page of `query` scans a window (`EventQuery.windowed`, and here also the
+    filters of `_UNINDEXED`)."""
+    return query.windowed or any(getattr(query, column) is not None for column in _UNINDEXED)
 
 
 def _about_the_rows(exc: Exception) -> bool:

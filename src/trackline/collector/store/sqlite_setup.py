@@ -23,8 +23,11 @@ from trackline.collector.access.keys import key_id
 logger = logging.getLogger(__name__)
 
 #: 2: key ids instead of write keys in `source`, and the `meta` table. 3: the delivery jobs
-#: (`sqlite_jobs.SCHEMA`, created with the other tables) and `totals.unroutable`.
-SCHEMA_VERSION: Final = 3
+#: (`sqlite_jobs.SCHEMA`, created with the other tables) and `totals.unroutable`. 4: no
+#: indexes of userId and anonymousId (random keys: see `sqlite.py`'s schema).
+SCHEMA_VERSION: Final = 4
+#: Indexes that schema 4 dropped.
+_DROPPED_INDEXES: Final = ("events_user_id", "events_anonymous_id")
 _SECRET_NAME: Final = "key_id_secret"
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
@@ -80,6 +83,9 @@ def upgrade(conn: sqlite3.Connection, path: Path, secret: bytes) -> None:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(totals)")}
             if "unroutable" not in columns:
                 conn.execute("ALTER TABLE totals ADD COLUMN unroutable INTEGER NOT NULL DEFAULT 0")
+        if version < 4:
+            for index in _DROPPED_INDEXES:
+                conn.execute(f"DROP INDEX IF EXISTS {index}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
