@@ -316,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         directory = args.dir or stack.enter_context(
             tempfile.TemporaryDirectory(prefix="trackline-curve-")
         )
+        Path(directory).mkdir(parents=True, exist_ok=True)
         paths = {v.name: Path(directory) / f"curve-{v.name}.sqlite3" for v in args.variants}
         for size in args.sizes:
             for variant in args.variants:
