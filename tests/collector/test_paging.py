@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import pathlib
-import re
-import subprocess
-import sys
 import threading
 import urllib.parse
 from collections.abc import Generator, Iterator
@@ -14,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import pytest
 import urllib3
 
 from tests.collector.conftest import Http, message
 from tests.collector.test_security_limits import fill
+from tests.support.collector_process import CollectorProcess, PeakMemory
 from trackline.collector import RunningCollector, serve
 from trackline.collector.store import EventQuery, SQLiteStore, StorageError
 
@@ -193,36 +189,19 @@ def test_the_export_walks_pages_of_its_own(http: Http, monkeypatch: pytest.Monke
 
 def _export_peak_growth(db: Path) -> tuple[int, int]:
     """(bytes exported, growth of the collector process's peak RSS while exporting)."""
-    code = (
-        "import sys; from trackline.cli import main; "
-        f"sys.exit(main(['collector', '--port', '0', '--db', {str(db)!r}]))"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    collector = CollectorProcess(db)
+    collector.start()
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().decode().split()[4]
-        http = Http(url)
+        http = Http(collector.url)
         assert len(export(http, "limit=20000")) == 20_000  # warm: code paths and caches
-        pathlib.Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # reset the peak
-        before = psutil.Process(proc.pid).memory_info().rss
+        memory = PeakMemory(collector.pid)
         response = http.pool.request(
-            "GET", url + "/api/events?format=ndjson&order=asc", preload_content=False
+            "GET", collector.url + "/api/events?format=ndjson&order=asc", preload_content=False
         )
-        size = lines = 0
-        for chunk in response.stream(1 << 16):
-            size += len(chunk)
-            lines += chunk.count(b"\n")
-        peak = int(
-            re.search(  # type: ignore[union-attr]
-                rb"VmHWM:\s+(\d+) kB", pathlib.Path(f"/proc/{proc.pid}/status").read_bytes()
-            ).group(1)
-        )
-        return size, peak * 1024 - before
+        size = sum(len(chunk) for chunk in response.stream(1 << 16))
+        return size, memory.growth()
     finally:
-        proc.terminate()
-        proc.communicate(timeout=15)
+        collector.stop()
 
 
 def test_an_export_keeps_the_collector_memory_flat(tmp_path: Path) -> None:

@@ -4,23 +4,19 @@ answer is disconnected, `q=` is bounded, and a large listing is streamed with fl
 
 from __future__ import annotations
 
-import pathlib
-import re
 import select
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import psutil
 import pytest
 import urllib3
 
 from tests.collector.conftest import Http, message
+from tests.support.collector_process import CollectorProcess, PeakMemory
 from trackline.collector import RunningCollector, serve
 from trackline.collector.ingest import Envelope, process
 from trackline.collector.store import SQLiteStore
@@ -225,47 +221,30 @@ def test_search_is_bounded(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert http.get("/api/stats").status == 200
 
 
-_HWM = re.compile(rb"VmHWM:\s+(\d+) kB")
-
-
-def _peak_rss(pid: int) -> int:
-    return int(_HWM.search(pathlib.Path(f"/proc/{pid}/status").read_bytes()).group(1)) * 1024  # type: ignore[union-attr]
-
-
 def test_a_large_listing_is_streamed_with_bounded_memory(tmp_path: Path) -> None:
     """`GET /api/events?meta=1&limit=10000` of 3 KB events (a 30 MB answer) from a collector
     process: its peak memory grows by a small fraction of the answer (about 4 MB here; it once
     grew by four times the answer, 124 MB), and the answer is whole and valid."""
     db = tmp_path / "events.sqlite3"
     fill(db, 10_000, 3000)
-    code = (
-        "import sys; from trackline.cli import main; "
-        f"sys.exit(main(['collector', '--port', '0', '--db', {str(db)!r}]))"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    collector = CollectorProcess(db)
+    collector.start()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        url = line.split()[4]
-        http = Http(url)
+        http = Http(collector.url)
         assert len(http.events("?limit=100")) == 100  # warm: code paths and caches loaded
-        pathlib.Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # reset the peak
-        before = psutil.Process(proc.pid).memory_info().rss
+        memory = PeakMemory(collector.pid)
         response = http.pool.request(
-            "GET", url + "/api/events?meta=1&limit=10000", preload_content=False
+            "GET", collector.url + "/api/events?meta=1&limit=10000", preload_content=False
         )
         size = 0
         tail = b""
         for chunk in response.stream(1 << 16):
             size += len(chunk)
             tail = (tail + chunk)[-64:]
-        growth = _peak_rss(proc.pid) - before
+        growth = memory.growth()
         assert size > 30_000_000
         assert tail.endswith(b'}],"next":null}')
         assert growth < 8 * 1024 * 1024, f"peak grew by {growth} bytes for a {size} byte answer"
         assert len(orjson.loads(http.get("/api/events?limit=10000").body)["events"]) == 10_000
     finally:
-        proc.terminate()
-        proc.communicate(timeout=15)
+        collector.stop()

@@ -1,9 +1,10 @@
 """A `trackline collector` in a process of its own, to kill with SIGKILL and start again on the
-same port and database."""
+same port and database, and the peak memory of such a process while it works."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import urllib3
 
 
@@ -61,6 +63,11 @@ class CollectorProcess:
             time.sleep(0.05)
         raise RuntimeError("collector did not start in time")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def kill(self) -> None:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGKILL)
@@ -74,3 +81,21 @@ class CollectorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+_PEAK = re.compile(rb"VmHWM:\s+(\d+) kB")
+
+
+class PeakMemory:
+    """How much a process's peak resident memory grows from now on: the peak (VmHWM) is reset
+    when made, through /proc's clear_refs, and compared with the memory resident then."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        self.start = int(psutil.Process(pid).memory_info().rss)
+
+    def growth(self) -> int:
+        match = _PEAK.search(Path(f"/proc/{self.pid}/status").read_bytes())
+        assert match is not None
+        return int(match.group(1)) * 1024 - self.start
