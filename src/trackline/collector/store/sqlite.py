@@ -55,7 +55,14 @@ from trackline.collector.store.base import (
     StorageError,
     WriteResult,
 )
-from trackline.collector.store.group import fail_waiting, routes_per_row, settle, take_group
+from trackline.collector.store.filters import filter_conditions
+from trackline.collector.store.group import (
+    PendingWrite,
+    fail_waiting,
+    routes_per_row,
+    settle,
+    take_group,
+)
 from trackline.collector.store.jobs import (
     DestinationCounts,
     EventDelivery,
@@ -159,15 +166,6 @@ _META_ITEM: Final = (
 def _insert_sql(rows: int) -> str:
     values = ",".join(["(" + ",".join("?" * len(Row._fields)) + ")"] * rows)
     return f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES {values}"
-
-
-@dataclasses.dataclass(slots=True)
-class _Write:
-    rows: Sequence[Row]
-    rejected: int
-    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
-    loop: asyncio.AbstractEventLoop | None
-    routes: Routes | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -307,10 +305,10 @@ class SQLiteStore:
         """False when the last write failed (until one succeeds) or the store is closed."""
         return self._healthy and not self._closed
 
-    def _enqueue(self, item: _Write | _Settle | _Clear | _Call) -> None:
+    def _enqueue(self, item: PendingWrite | _Settle | _Clear | _Call) -> None:
         if self._closed:
             raise StorageError("the store is closed")
-        if isinstance(item, _Write):
+        if isinstance(item, PendingWrite):
             if item.routes is not None and len(item.routes) != len(item.rows):
                 raise ValueError("routes must have one entry per row")
             with self._pending_lock:
@@ -328,7 +326,7 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult] = loop.create_future()
         try:
-            self._enqueue(_Write(rows, rejected, future, loop, routes))
+            self._enqueue(PendingWrite(rows, rejected, future, loop, routes))
         except StorageError as exc:
             future.set_exception(exc)
         return future
@@ -343,7 +341,7 @@ class SQLiteStore:
         """Write `rows` (and their jobs) from a plain thread and wait for the commit; raises
         `StorageError`."""
         future: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
-        self._enqueue(_Write(rows, rejected, future, None, routes))
+        self._enqueue(PendingWrite(rows, rejected, future, None, routes))
         return future.result(timeout)
 
     def clear(self, timeout: float | None = None) -> int:
@@ -374,8 +372,8 @@ class SQLiteStore:
             if isinstance(item, _Call):
                 self._run_call(item)
                 continue
-            assert isinstance(item, _Write | _Settle)
-            group, carry = take_group(self._queue, item, (_Write, _Settle), MAX_GROUP_ROWS)
+            assert isinstance(item, PendingWrite | _Settle)
+            group, carry = take_group(self._queue, item, (PendingWrite, _Settle), MAX_GROUP_ROWS)
             self._write_group(group)
         fail_waiting(self._queue, StorageError("the store is closed"))
         if self._conn is not None:
@@ -400,7 +398,7 @@ class SQLiteStore:
             conn.close()
             self._conn = None
 
-    def _write_group(self, group: list[_Write | _Settle]) -> None:
+    def _write_group(self, group: list[PendingWrite | _Settle]) -> None:
         outcomes: list[WriteResult | int | BaseException]
         try:
             outcomes = list(self._commit(group))
@@ -419,7 +417,7 @@ class SQLiteStore:
         self._answer(group, outcomes)
 
     def _write_alone(
-        self, group: list[_Write | _Settle], first: Exception
+        self, group: list[PendingWrite | _Settle], first: Exception
     ) -> list[WriteResult | int | BaseException]:
         """After a group failed on what its rows hold: each request again, in its own commit,
         so only the one that brought those rows fails."""
@@ -442,9 +440,9 @@ class SQLiteStore:
                     outcomes.append(StorageError(f"storage unavailable: {exc}"))
         return outcomes
 
-    def _commit(self, group: list[_Write | _Settle]) -> list[WriteResult | int]:
+    def _commit(self, group: list[PendingWrite | _Settle]) -> list[WriteResult | int]:
         conn = self._writer()
-        writes = [item for item in group if isinstance(item, _Write)]
+        writes = [item for item in group if isinstance(item, PendingWrite)]
         rows = [row for item in writes for row in item.rows]
         live: list[LiveEvent] = []
         try:
@@ -506,7 +504,9 @@ class SQLiteStore:
         else:
             written = _attribute(writes, set(new_ids or ()))
         answers = iter(written)
-        return [next(answers) if isinstance(item, _Write) else next(results) for item in group]
+        return [
+            next(answers) if isinstance(item, PendingWrite) else next(results) for item in group
+        ]
 
     @staticmethod
     def _newest(conn: sqlite3.Connection, columns: str, count: int) -> list[list[Any]]:
@@ -565,7 +565,8 @@ class SQLiteStore:
 
     @staticmethod
     def _answer(
-        group: Sequence[_Write | _Settle], outcomes: Sequence[WriteResult | int | BaseException]
+        group: Sequence[PendingWrite | _Settle],
+        outcomes: Sequence[WriteResult | int | BaseException],
     ) -> None:
         """Hand results back; one wake-up per event loop, not one per request."""
         settle(group, outcomes)
@@ -666,20 +667,7 @@ class SQLiteStore:
         above `after_id`): row ids are dense here (AUTOINCREMENT, never reused; only a clear
         leaves a gap, below which nothing is left), so that is at most as many rows, and the
         window's edge is known without counting rows."""
-        clauses: list[str] = []
-        params: list[object] = []
-        for column in ("type", "user_id", "anonymous_id", "event", "source"):
-            value = getattr(query, column)
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if query.since is not None:
-            clauses.append("received_at >= ?")
-            params.append(query.since)
-        if query.q:
-            escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append("body LIKE ? ESCAPE '\\'")
-            params.append(f"%{escaped}%")
+        clauses, params = filter_conditions(query, placeholder="?", like="LIKE")
         return self._page(query, clauses, params, meta=meta, lines=lines)
 
     def _page(
@@ -841,7 +829,7 @@ class _Budget:
         return self.spent
 
 
-def _attribute(group: list[_Write], new_ids: set[str]) -> list[WriteResult]:
+def _attribute(group: list[PendingWrite], new_ids: set[str]) -> list[WriteResult]:
     """Credit each newly stored row to the first request in the group that carried it."""
     results = []
     for item in group:

@@ -25,6 +25,7 @@ from trackline.collector.store.base import (
     ReadTooCostly,
     Stats,
 )
+from trackline.collector.store.filters import filter_conditions
 from trackline.collector.store.pages import Page, following
 from trackline.collector.store.postgres.schema import SCHEMA
 
@@ -32,26 +33,6 @@ from trackline.collector.store.postgres.schema import SCHEMA
 _META_ITEM: Final = (
     """'{"id":' || id || ',"source":' || to_json(source)::text || ',"message":' || body || '}'"""
 )
-_FILTERS: Final = ("type", "user_id", "anonymous_id", "event", "source")
-
-
-def _filters(query: EventQuery) -> tuple[list[str], list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
-    for column in _FILTERS:
-        value = getattr(query, column)
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
-    if query.since is not None:
-        clauses.append("received_at >= %s")
-        params.append(query.since)
-    if query.q:
-        escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        # ILIKE: SQLite's LIKE, which the other engine uses, ignores case too.
-        clauses.append("body ILIKE %s ESCAPE '\\'")
-        params.append(f"%{escaped}%")
-    return clauses, params
 
 
 def listing(
@@ -67,7 +48,7 @@ def listing(
     query is counted in rows: its edge is the `MAX_SCAN_ROWS`-th row id past the cursor (an
     index-only walk of the primary keys), found first; the page then reads the rows up to it
     and applies the filters."""
-    clauses, params = _filters(query)
+    clauses, params = filter_conditions(query, placeholder="%s", like="ILIKE")
     item = _META_ITEM if meta else "body"
     table = f"{SCHEMA}.events"
     page = Page(query, lines=lines)
