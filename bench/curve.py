@@ -148,6 +148,7 @@ def prefill(variant: Variant, path: Path, size: int, rng: random.Random) -> floa
     if missing <= 0:
         return 0.0
     from trackline.collector.access.keys import key_id
+    from trackline.collector.store.sqlite_keys import message_key
 
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -161,13 +162,21 @@ def prefill(variant: Variant, path: Path, size: int, rng: random.Random) -> floa
         columns = (
             "message_id, type, user_id, anonymous_id, event, source, received_at, timestamp, body"
         )
-        insert = f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        # Schema 5 finds events by a keyed hash of the messageId; earlier ones by the id.
+        keyed = "message_key" in {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if keyed:
+            columns += ", message_key"
+        marks = ", ".join("?" * len(columns.split(",")))
+        insert = f"INSERT INTO events ({columns}) VALUES ({marks})"
         end = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         while missing > 0:
             count = min(FILL_CHUNK, missing)
             (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
             conn.execute("BEGIN")
-            conn.executemany(insert, fake_rows(count, source, end, rng))
+            made = fake_rows(count, source, end, rng)
+            if keyed:
+                made = ((*row, message_key(bytes(secret), row[0])) for row in made)
+            conn.executemany(insert, made)
             conn.execute(
                 "INSERT INTO event_counts (type, source, n) SELECT type, source, count(*) "
                 "FROM events WHERE id > ? GROUP BY type, source "

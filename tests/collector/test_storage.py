@@ -16,8 +16,17 @@ from tests.collector.conftest import message
 from tests.support.postgres import fresh_database
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.live import LiveEvent
-from trackline.collector.store import EventQuery, StorageError, Store, WriteResult, open_store
+from trackline.collector.store import (
+    EventQuery,
+    StorageError,
+    Store,
+    WriteResult,
+    open_store,
+    sqlite,
+    sqlite_keys,
+)
 from trackline.collector.store import SQLiteStore as Storage
+from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 
 def rows(*numbers: int, source: str = "key", **fields: object) -> list[Row]:
@@ -277,9 +286,75 @@ def test_a_schema_3_store_loses_its_random_key_indexes(db_path: Path) -> None:
     listed = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
     indexes = {name for (name,) in listed}
     assert not indexes & {"events_user_id", "events_anonymous_id"}
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA page_size").fetchone()[0] == 32768
     conn.close()
+
+
+#: The events table of schemas 1 to 4: a unique messageId, no message_key.
+SCHEMA_4_EVENTS = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    user_id TEXT, anonymous_id TEXT, event TEXT, source TEXT NOT NULL,
+    received_at TEXT NOT NULL, timestamp TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX events_type ON events (type);
+CREATE INDEX events_event ON events (event) WHERE event IS NOT NULL;
+CREATE INDEX events_received_at ON events (received_at);
+"""
+
+
+def test_a_schema_4_store_gets_message_keys_and_keeps_its_events(db_path: Path) -> None:
+    """A store from the release before schema 5 (messageId unique in its own index) opens with
+    every event under its old id, found by messageId, deduplicated against, with new ids above
+    the last one it ever gave (also of events cleared since), and without the unique index."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.executescript(SCHEMA_4_EVENTS)
+    columns = ", ".join(Row._fields)
+    marks = ", ".join("?" * len(Row._fields))
+    conn.executemany(f"INSERT INTO events ({columns}) VALUES ({marks})", rows(1, 2, 3))
+    conn.execute("DELETE FROM events WHERE message_id = 'message-3'")
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    with Storage(db_path) as opened:
+        listed = orjson.loads(opened.events(EventQuery(ascending=True), meta=True))
+        assert [(e["id"], e["message"]["messageId"]) for e in listed] == [
+            (1, "message-1"),
+            (2, "message-2"),
+        ]
+        found = opened.event("message-2")
+        assert found is not None
+        assert orjson.loads(found)["messageId"] == "message-2"
+        assert opened.event("message-3") is None
+        assert opened.write(rows(1, 4)) == WriteResult(1, 1)
+        (newest, *_) = orjson.loads(opened.events(EventQuery(), meta=True))
+        assert (newest["id"], newest["message"]["messageId"]) == (4, "message-4")
+    conn = sqlite3.connect(db_path)
+    indexes = {
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert "events_message_key" in indexes
+    assert not any(name.startswith("sqlite_autoindex_events") for name in indexes)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_ids_whose_keys_collide_are_told_apart(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dedupe compares messageIds, not only their keys: with every id given the same key, new
+    ids are stored, resent ones are duplicates, and each is found by its own id."""
+    monkeypatch.setattr(sqlite, "message_key", lambda secret, message_id: 7)
+    monkeypatch.setattr(sqlite_keys, "message_key", lambda secret, message_id: 7)
+    with Storage(db_path) as store:
+        assert store.write(rows(1, 2)) == WriteResult(2, 0)
+        assert store.write(rows(2, 3, 3)) == WriteResult(1, 2)
+        for n in (1, 2, 3):
+            found = store.event(f"message-{n}")
+            assert found is not None
+            assert orjson.loads(found)["messageId"] == f"message-{n}"
+        assert store.stats().events == 3
+        assert store.stats().duplicates == 2
 
 
 def test_a_new_file_has_small_pages(sqlite_storage: Storage, db_path: Path) -> None:

@@ -44,7 +44,7 @@ import orjson
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
-from trackline.collector.store import sqlite_jobs, sqlite_setup
+from trackline.collector.store import sqlite_jobs, sqlite_keys, sqlite_setup
 from trackline.collector.store.base import (
     MAX_SCAN_ROWS,
     READ_BUDGET_SECONDS,
@@ -71,6 +71,7 @@ from trackline.collector.store.jobs import (
     Settlement,
 )
 from trackline.collector.store.pages import Page, following
+from trackline.collector.store.sqlite_keys import message_key
 from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -95,26 +96,6 @@ CHECKPOINT_BYTES: Final = 16 * 1024 * 1024
 WAL_LIMIT_BYTES: Final = 2 * CHECKPOINT_BYTES
 
 _SCHEMA: Final = """
--- AUTOINCREMENT: row ids are never reused, even after a clear, so a reader's "newer than"
--- cursor stays right.
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    user_id TEXT,
-    anonymous_id TEXT,
-    event TEXT,
-    source TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
-    body TEXT NOT NULL
-);
--- Only indexes whose new entries land next to each other (few distinct types and event names,
--- ids and times that grow) are kept: an index of random keys (userId, anonymousId) costs a page
--- written per event once it outgrows the cache (see _UNINDEXED and docs/architecture.md).
-CREATE INDEX IF NOT EXISTS events_type ON events (type);
-CREATE INDEX IF NOT EXISTS events_event ON events (event) WHERE event IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
 CREATE TABLE IF NOT EXISTS event_counts (
     type TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -164,8 +145,8 @@ _META_ITEM: Final = (
 
 @functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
-    values = ",".join(["(" + ",".join("?" * len(Row._fields)) + ")"] * rows)
-    return f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES {values}"
+    values = ",".join(["(" + ",".join("?" * (len(Row._fields) + 1)) + ")"] * rows)
+    return f"INSERT INTO events ({_COLUMNS}, message_key) VALUES {values}"
 
 
 @dataclasses.dataclass(slots=True)
@@ -249,10 +230,11 @@ class SQLiteStore:
                         f"{self.path} was written by a newer trackline (schema {version})"
                     )
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA + sqlite_jobs.SCHEMA)
+                conn.executescript(sqlite_setup.EVENTS_TABLE + _SCHEMA + sqlite_jobs.SCHEMA)
                 self._key_secret = sqlite_setup.key_secret(conn)
                 if version < SCHEMA_VERSION:
                     sqlite_setup.upgrade(conn, self.path, self._key_secret)
+                conn.executescript(sqlite_setup.EVENTS_INDEXES)
             conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync else 'NORMAL'}")
             conn.execute(f"PRAGMA cache_size = -{CACHE_KB}")
             # A file made before PAGE_SIZE keeps its page size: the same bytes, fewer pages.
@@ -451,25 +433,21 @@ class SQLiteStore:
             (last_id,) = conn.execute(
                 "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
             ).fetchone()
-            inserted = 0
-            for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-                part = rows[start : start + MAX_ROWS_PER_STATEMENT]
-                cursor = conn.execute(_insert_sql(len(part)), list(itertools.chain(*part)))
-                inserted += cursor.rowcount
+            keys = [message_key(self._key_secret, row.message_id) for row in rows]
+            fresh = sqlite_keys.new_rows(conn, [row.message_id for row in rows], keys)
+            stored = [(*row, key) for row, key, new in zip(rows, keys, fresh, strict=True) if new]
+            inserted = len(stored)
+            for start in range(0, inserted, MAX_ROWS_PER_STATEMENT):
+                part = stored[start : start + MAX_ROWS_PER_STATEMENT]
+                conn.execute(_insert_sql(len(part)), list(itertools.chain(*part)))
             if inserted:
                 conn.execute(_COUNT_NEW_ROWS, (last_id,))
             duplicates = len(rows) - inserted
             rejected = sum(item.rejected for item in writes)
-            new_ids: dict[str, int] | None = None
-            if duplicates and inserted:
-                new_ids = {
-                    message_id: row_id
-                    for row_id, message_id in self._newest(conn, "id, message_id", inserted)
-                }
             unroutable = 0
             if inserted and any(item.routes is not None for item in writes):
                 unroutable = self._jobs.enqueue(
-                    conn, rows, routes_per_row(writes), _event_ids(rows, last_id, new_ids)
+                    conn, rows, routes_per_row(writes), _event_ids(fresh, last_id)
                 )
             settles = [item for item in group if isinstance(item, _Settle)]
             if not rows and not rejected and not settles:
@@ -497,13 +475,7 @@ class SQLiteStore:
         if live:
             self.hub.publish(live)
         results = iter(settled)
-        if len(writes) == 1:
-            written: list[WriteResult] = [WriteResult(inserted, duplicates)]
-        elif not duplicates:
-            written = [WriteResult(len(item.rows), 0) for item in writes]
-        else:
-            written = _attribute(writes, set(new_ids or ()))
-        answers = iter(written)
+        answers = iter(_attribute(writes, fresh))
         return [
             next(answers) if isinstance(item, PendingWrite) else next(results) for item in group
         ]
@@ -647,7 +619,8 @@ class SQLiteStore:
     def deliveries(self, message_id: str) -> list[EventDelivery] | None:
         """Where the event `message_id` stands with each destination, or None if unknown."""
         with self._reader() as conn:
-            return sqlite_jobs.deliveries(conn, message_id)
+            found = sqlite_keys.find_event(conn, self._key_secret, message_id, "id")
+            return None if found is None else sqlite_jobs.deliveries(conn, found[0])
 
     # -- reading -------------------------------------------------------------------------
 
@@ -736,9 +709,7 @@ class SQLiteStore:
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
         with self._reader() as conn:
-            found = conn.execute(
-                "SELECT body FROM events WHERE message_id = ?", (message_id,)
-            ).fetchone()
+            found = sqlite_keys.find_event(conn, self._key_secret, message_id, "body")
         return None if found is None else str(found[0]).encode()
 
     def stats(self) -> Stats:
@@ -777,17 +748,17 @@ class SQLiteStore:
         return f"SQLiteStore({str(self.path)!r})"
 
 
-def _event_ids(
-    rows: Sequence[Row], last_id: int, new_ids: dict[str, int] | None
-) -> list[int | None]:
-    """Each row's new event id, None where the row was not stored (a duplicate). Without
-    duplicates the new ids are consecutive from `last_id`; with some, `new_ids` has them and
-    a messageId repeated within the group belongs to its first row."""
-    if new_ids is None:
-        return list(range(last_id + 1, last_id + 1 + len(rows)))
+def _event_ids(fresh: Sequence[bool], last_id: int) -> list[int | None]:
+    """Each row's new event id, None where the row was not stored (a duplicate): the stored
+    rows took consecutive ids from `last_id` on, in order (one writer holds the write lock)."""
     ids: list[int | None] = []
-    for row in rows:
-        ids.append(new_ids.pop(row.message_id, None))
+    next_id = last_id
+    for new in fresh:
+        if new:
+            next_id += 1
+            ids.append(next_id)
+        else:
+            ids.append(None)
     return ids
 
 
@@ -829,14 +800,13 @@ class _Budget:
         return self.spent
 
 
-def _attribute(group: list[PendingWrite], new_ids: set[str]) -> list[WriteResult]:
-    """Credit each newly stored row to the first request in the group that carried it."""
+def _attribute(group: list[PendingWrite], fresh: Sequence[bool]) -> list[WriteResult]:
+    """Each request's stored and duplicate counts, from whether each of the group's rows (in
+    order) was stored: a messageId sent twice in one group counts for its first request."""
     results = []
+    start = 0
     for item in group:
-        accepted = 0
-        for row in item.rows:
-            if row.message_id in new_ids:
-                new_ids.discard(row.message_id)
-                accepted += 1
+        accepted = sum(fresh[start : start + len(item.rows)])
         results.append(WriteResult(accepted, len(item.rows) - accepted))
+        start += len(item.rows)
     return results

@@ -509,12 +509,8 @@ def destination_counts(conn: sqlite3.Connection) -> list[DestinationCounts]:
     ]
 
 
-def deliveries(conn: sqlite3.Connection, message_id: str) -> list[EventDelivery] | None:
-    """Where one event stands with each destination it was queued for."""
-    found = conn.execute("SELECT id FROM events WHERE message_id = ?", (message_id,)).fetchone()
-    if found is None:
-        return None
-    (event_id,) = found
+def deliveries(conn: sqlite3.Connection, event_id: int) -> list[EventDelivery]:
+    """Where one stored event stands with each destination it was queued for."""
     states: dict[str, EventDelivery] = {}
     for name, status, attempts, error, at in conn.execute(
         "SELECT d.name, o.status, o.attempts, o.last_error, o.at FROM outcomes AS o "

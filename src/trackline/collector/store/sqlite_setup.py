@@ -15,20 +15,56 @@ import os
 import secrets
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Final
 
 from trackline.collector.access.keys import key_id
+from trackline.collector.store.sqlite_keys import message_key
 
 logger = logging.getLogger(__name__)
 
 #: 2: key ids instead of write keys in `source`, and the `meta` table. 3: the delivery jobs
 #: (`sqlite_jobs.SCHEMA`, created with the other tables) and `totals.unroutable`. 4: no
-#: indexes of userId and anonymousId (random keys: see `sqlite.py`'s schema).
-SCHEMA_VERSION: Final = 4
+#: indexes of userId and anonymousId (random keys: see `EVENTS_SCHEMA`). 5: `message_key` and
+#: its index instead of a unique messageId (see `sqlite_keys.py`); the table is copied once.
+SCHEMA_VERSION: Final = 5
 #: Indexes that schema 4 dropped.
 _DROPPED_INDEXES: Final = ("events_user_id", "events_anonymous_id")
 _SECRET_NAME: Final = "key_id_secret"
+_EVENT_COLUMNS: Final = (
+    "id, message_id, type, user_id, anonymous_id, event, source, received_at, timestamp, body"
+)
+
+#: The events table (named `{table}`, so that schema 5 can build the new one beside the old).
+#: AUTOINCREMENT: row ids are never reused, even after a clear, so a reader's "newer than"
+#: cursor stays right. `message_key` finds an event by messageId (`sqlite_keys.py`).
+_EVENTS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    message_key INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    user_id TEXT,
+    anonymous_id TEXT,
+    event TEXT,
+    source TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+"""
+#: Only indexes whose new entries land next to each other (few distinct types and event names,
+#: times that grow) are kept, and the one dedupe needs, of short keys: an index of random keys
+#: (userId, anonymousId) costs a page written per event once it outgrows the cache (see
+#: docs/architecture.md). Created after `upgrade`, since an older table lacks `message_key`.
+EVENTS_INDEXES: Final = """
+CREATE INDEX IF NOT EXISTS events_type ON events (type);
+CREATE INDEX IF NOT EXISTS events_event ON events (event) WHERE event IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
+CREATE INDEX IF NOT EXISTS events_message_key ON events (message_key);
+"""
+EVENTS_TABLE: Final = _EVENTS_TABLE.format(table="events")
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 
@@ -86,6 +122,8 @@ def upgrade(conn: sqlite3.Connection, path: Path, secret: bytes) -> None:
         if version < 4:
             for index in _DROPPED_INDEXES:
                 conn.execute(f"DROP INDEX IF EXISTS {index}")
+        if version < 5:
+            _add_message_keys(conn, path, secret)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -109,6 +147,40 @@ def upgrade(conn: sqlite3.Connection, path: Path, secret: bytes) -> None:
                 path.name,
             )
         logger.info("%s: %d events now name their source by key id", path, rewritten)
+
+
+def _add_message_keys(conn: sqlite3.Connection, path: Path, secret: bytes) -> None:
+    """Copy the events into a table with `message_key` and without the unique messageId (a
+    column's UNIQUE cannot be dropped in place), keeping every row id and the last one given."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "message_key" in columns:
+        return
+    began = time.monotonic()
+    conn.create_function(
+        "trackline_message_key",
+        1,
+        lambda message_id: message_key(secret, str(message_id)),
+        deterministic=True,
+    )
+    found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    conn.execute(_EVENTS_TABLE.format(table="events_next"))
+    copied = conn.execute(
+        f"INSERT INTO events_next ({_EVENT_COLUMNS}, message_key) "
+        f"SELECT {_EVENT_COLUMNS}, trackline_message_key(message_id) FROM events ORDER BY id"
+    ).rowcount
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_next RENAME TO events")
+    if found is not None:
+        # Ids stay above every id ever given, also those of events cleared since.
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'events'")
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", found)
+    if copied:
+        logger.info(
+            "%s: %d events copied to the current layout in %.1f s",
+            path,
+            copied,
+            time.monotonic() - began,
+        )
 
 
 def _rewrite_sources(conn: sqlite3.Connection, secret: bytes) -> int:
