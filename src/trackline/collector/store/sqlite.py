@@ -71,6 +71,7 @@ from trackline.collector.store.jobs import (
     Settlement,
 )
 from trackline.collector.store.pages import Page, following
+from trackline.collector.store.sqlite_checkpoints import Checkpointer
 from trackline.collector.store.sqlite_keys import message_key
 from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
@@ -205,6 +206,9 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._key_secret = b""
         self._conn = self._connect(create=True)
+        self._checkpointer = Checkpointer(
+            self._connect_checkpointer, name=f"trackline-checkpoint:{self.path.name}"
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"trackline-storage:{self.path.name}", daemon=True
         )
@@ -247,6 +251,13 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._lock_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync else 'NORMAL'}")
         return conn
 
     @contextlib.contextmanager
@@ -358,6 +369,7 @@ class SQLiteStore:
             group, carry = take_group(self._queue, item, (PendingWrite, _Settle), MAX_GROUP_ROWS)
             self._write_group(group)
         fail_waiting(self._queue, StorageError("the store is closed"))
+        self._checkpointer.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -472,6 +484,7 @@ class SQLiteStore:
             self._abort(conn)
             raise
         self._jobs.committed()
+        self._checkpointer.nudge()
         if live:
             self.hub.publish(live)
         results = iter(settled)
