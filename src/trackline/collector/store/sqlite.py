@@ -71,7 +71,6 @@ from trackline.collector.store.jobs import (
     Settlement,
 )
 from trackline.collector.store.pages import Page, following
-from trackline.collector.store.sqlite_keys import message_key
 from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -205,6 +204,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._key_secret = b""
         self._conn = self._connect(create=True)
+        self._message_keys = sqlite_keys.MessageKeys(self._key_secret)
         self._thread = threading.Thread(
             target=self._run, name=f"trackline-storage:{self.path.name}", daemon=True
         )
@@ -433,7 +433,7 @@ class SQLiteStore:
             (last_id,) = conn.execute(
                 "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
             ).fetchone()
-            keys = [message_key(self._key_secret, row.message_id) for row in rows]
+            keys = [self._message_keys(row.message_id) for row in rows]
             fresh = sqlite_keys.new_rows(conn, [row.message_id for row in rows], keys)
             stored = [(*row, key) for row, key, new in zip(rows, keys, fresh, strict=True) if new]
             inserted = len(stored)
@@ -619,7 +619,7 @@ class SQLiteStore:
     def deliveries(self, message_id: str) -> list[EventDelivery] | None:
         """Where the event `message_id` stands with each destination, or None if unknown."""
         with self._reader() as conn:
-            found = sqlite_keys.find_event(conn, self._key_secret, message_id, "id")
+            found = sqlite_keys.find_event(conn, self._message_keys, message_id, "id")
             return None if found is None else sqlite_jobs.deliveries(conn, found[0])
 
     # -- reading -------------------------------------------------------------------------
@@ -709,7 +709,7 @@ class SQLiteStore:
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
         with self._reader() as conn:
-            found = sqlite_keys.find_event(conn, self._key_secret, message_id, "body")
+            found = sqlite_keys.find_event(conn, self._message_keys, message_id, "body")
         return None if found is None else str(found[0]).encode()
 
     def stats(self) -> Stats:
