@@ -47,8 +47,8 @@ def open_store(
 ) -> Store:
     """Open the store `database` names: a `postgresql://` URL, or a SQLite file path.
 
-    `retention` (seconds) drops events older than that, whole partitions at a time; only
-    the PostgreSQL engine has partitions, so with a SQLite path it is a `ValueError`.
+    `retention` (seconds) deletes events received longer ago than that: on PostgreSQL a
+    day's partition at a time, on SQLite in chunks between the group commits.
     """
     if is_postgres_url(database):
         try:
@@ -60,9 +60,7 @@ def open_store(
             ) from None
         assert isinstance(database, str)
         return PostgresStore(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
-    if retention is not None:
-        raise ValueError("retention needs a PostgreSQL database (events are kept in partitions)")
-    return SQLiteStore(database, lock_timeout=lock_timeout, fsync=fsync)
+    return SQLiteStore(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
 
 
 __all__ = [

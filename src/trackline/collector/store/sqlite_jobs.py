@@ -484,6 +484,49 @@ class SQLiteJobs:
             raise
         return queued
 
+    def drop_with_events(self, conn: sqlite3.Connection, event_ids: str, reason: str) -> int:
+        """Inside the caller's transaction, which also deletes the events `event_ids` (a JSON
+        list): their outcomes go, and their jobs still owed end failed with `reason`, counted
+        per destination but leaving no outcome behind (there is no event left to show one
+        for). Returns how many jobs ended so.
+
+        Takes `lock` like `settle` (`committed()` or `rolled_back()` must follow): a claim sees
+        the jobs either before or after, and the leases of jobs ended here end with the
+        commit, so a router's late settlement of one changes nothing instead of counting it
+        twice."""
+        if not self._locked:
+            self.lock.acquire()
+            self._locked = True
+        stamp = _iso(self._clock())
+        deltas: dict[int, _Delta] = {}
+        ended = 0
+        destinations = [row[0] for row in conn.execute("SELECT id FROM destinations")]
+        for destination in destinations:
+            # IN over the key's second column: one b-tree seek per event, not a queue scan.
+            owed = conn.execute(
+                "DELETE FROM jobs WHERE destination = ? AND event_id IN "
+                "(SELECT value FROM json_each(?)) RETURNING event_id, attempts",
+                (destination, event_ids),
+            ).fetchall()
+            if not owed:
+                continue
+            retrying = sum(1 for _, attempts in owed if attempts)
+            deltas[destination] = _Delta(
+                pending=-(len(owed) - retrying),
+                retrying=-retrying,
+                failed=len(owed),
+                last_error=reason,
+                last_error_at=stamp,
+            )
+            self._ending += [(destination, event_id) for event_id, _ in owed]
+            ended += len(owed)
+        conn.execute(
+            "DELETE FROM outcomes WHERE event_id IN (SELECT value FROM json_each(?))",
+            (event_ids,),
+        )
+        self._apply(conn, deltas)
+        return ended
+
     def clear(self, conn: sqlite3.Connection) -> None:
         """Inside the caller's transaction: forget every job and outcome, zero the counts."""
         conn.execute("DELETE FROM jobs")
