@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 #: Why a job ends failed when its event goes before it was delivered (PostgreSQL's words).
 DROPPED_REASON: Final = "dropped with its event by the retention before delivery"
 #: Events deleted per transaction at most: what a waiting request may queue behind.
-CHUNK_ROWS: Final = 2000
+CHUNK_ROWS: Final = 1000
 #: Seconds between the start of two passes.
 PERIOD_SECONDS: Final = 60.0
 
@@ -94,6 +94,7 @@ class Retention:
         #: The pass underway deletes events received before this; None between passes.
         self._cutoff: str | None = None
         self._dropped = 0
+        self._began = 0.0
         #: The first pass runs as soon as the store is open.
         self._next_at = monotonic()
         self._waiting: list[concurrent.futures.Future[int]] = []
@@ -122,12 +123,17 @@ class Retention:
             moment = datetime.fromtimestamp(self._clock() - self.seconds, UTC)
             self._cutoff = format_timestamp(moment)
             self._dropped = 0
+            self._began = self._monotonic()
         dropped = drop_chunk(conn, jobs, self._cutoff, self.chunk_rows)
         jobs.committed()
         self._dropped += dropped
         if dropped < self.chunk_rows:
             if self._dropped:
-                logger.info("retention: %d events older than the retention deleted", self._dropped)
+                logger.info(
+                    "retention: %d events older than the retention deleted in %.1f s",
+                    self._dropped,
+                    self._monotonic() - self._began,
+                )
             self._finish(result=self._dropped)
 
     def failed(self, exc: Exception) -> None:
