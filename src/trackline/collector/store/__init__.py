@@ -1,7 +1,8 @@
 """The collector's store: one interface (`Store`), one engine per module.
 
 `sqlite.py` is the embedded default: one file, one writer thread with group commit;
-`sqlite_jobs.py` its delivery jobs. `jobs.py` holds the job values and rules every engine keeps.
+`sqlite_jobs.py` its delivery jobs, `sqlite_retention.py` its retention. `jobs.py` holds the
+job values and rules every engine keeps.
 `postgres/` is for several collector processes sharing one PostgreSQL database; it needs the
 `postgres` extra and is imported only when a `postgresql://` URL asks for it.
 """
