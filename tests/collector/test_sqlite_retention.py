@@ -205,3 +205,23 @@ def test_a_write_waits_behind_one_chunk_not_the_whole_pass(db_path: Path) -> Non
         assert asyncio.run(queue_both_then_release()) == 200
         gate.join(10.0)
     assert hub.old_left == [190]
+
+
+def test_a_replay_skips_events_deleted_while_it_chose_them(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Events the retention deletes between a replay's reading them and its queueing them
+    get no job (one would never be claimed, nor ever deleted)."""
+    store.write(rows([1, 2], OLD) + rows([3], RECENT))
+    expired: list[int] = []
+
+    def select_after_a_pass(body: str) -> bool:
+        if not expired:
+            expired.append(store.expire())
+        return True
+
+    assert store.replay("Sink", selects=select_after_a_pass) == 1
+    assert expired == [2]
+    assert stored_count(db_path, "SELECT count(*) FROM jobs") == 1
+    (sink,) = store.destination_counts()
+    assert sink.pending == 1

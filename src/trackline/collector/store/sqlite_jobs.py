@@ -440,12 +440,24 @@ class SQLiteJobs:
         self, conn: sqlite3.Connection, name: str, chosen: Sequence[tuple[int, int]]
     ) -> int:
         """In one transaction on the writer: queue `(event_id, order_key)` for `name` unless
-        queued already, moving dead letters among them back; returns how many were queued."""
+        queued already, moving dead letters among them back; returns how many were queued.
+
+        Events deleted since they were chosen (by the retention, or a clear) are skipped: a
+        job of an event that is gone would never be claimed, nor ever deleted."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             destination = self._id(conn, name, create=True)
             assert destination is not None
             ids = orjson.dumps([event_id for event_id, _ in chosen]).decode()
+            stored = {
+                event_id
+                for (event_id,) in conn.execute(
+                    "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+                )
+            }
+            if len(stored) < len(chosen):
+                chosen = [pair for pair in chosen if pair[0] in stored]
+                ids = orjson.dumps([event_id for event_id, _ in chosen]).decode()
             live = {
                 event_id
                 for (event_id,) in conn.execute(
