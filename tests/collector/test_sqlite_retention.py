@@ -7,6 +7,8 @@ an old or a recent `received_at`, against a retention of one day."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,7 +22,8 @@ from tests.collector.conftest import message
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.live import EventHub, LiveEvent
 from trackline.collector.store import EventQuery, Outcome, Settlement, SQLiteStore
-from trackline.collector.store.sqlite_retention import DROPPED_REASON
+from trackline.collector.store.sqlite_jobs import SQLiteJobs
+from trackline.collector.store.sqlite_retention import DROPPED_REASON, Retention
 
 DAY = 86_400.0
 OLD = datetime.now(UTC) - timedelta(days=3)
@@ -37,7 +40,7 @@ def message_ids(store: SQLiteStore) -> set[str]:
 
 
 def stored_count(path: Path, sql: str) -> int:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         (n,) = conn.execute(sql).fetchone()
     return int(n)
 
@@ -60,12 +63,13 @@ def test_old_events_go_and_recent_ones_stay(store: SQLiteStore) -> None:
 
 
 def test_a_pass_runs_when_the_store_opens(db_path: Path) -> None:
-    """A store opened with a retention deletes what is already too old without being asked."""
+    """A store opened with a retention deletes what is already too old without being asked,
+    before it commits its first write."""
     with SQLiteStore(db_path) as plain:
         plain.write(rows(range(3), OLD) + rows([9], RECENT))
-    with SQLiteStore(db_path, retention=DAY) as store:
-        assert store.expire() in (0, 3)  # the pass at open, or this one, did the work
-        assert message_ids(store) == {"message-9"}
+    with SQLiteStore(db_path, retention=DAY, retention_period=3600.0) as store:
+        store.write(rows([10], RECENT))
+        assert message_ids(store) == {"message-9", "message-10"}
 
 
 def test_outcomes_go_with_their_events(store: SQLiteStore, db_path: Path) -> None:
@@ -225,3 +229,27 @@ def test_a_replay_skips_events_deleted_while_it_chose_them(
     assert stored_count(db_path, "SELECT count(*) FROM jobs") == 1
     (sink,) = store.destination_counts()
     assert sink.pending == 1
+
+
+def test_passes_run_at_open_then_a_period_after_the_last_or_when_asked(db_path: Path) -> None:
+    """The schedule, on a fake clock: a pass is due at once, then `period` seconds after the
+    last one ended; asking makes one due at once."""
+    SQLiteStore(db_path).close()
+    now = [100.0]
+    retention = Retention(DAY, period=60.0, monotonic=lambda: now[0])
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        assert retention.due()
+        retention.step(conn, SQLiteJobs())
+        assert not retention.due()
+        assert retention.wait_seconds() == 60.0
+        now[0] = 159.0
+        assert not retention.due()
+        now[0] = 160.0
+        assert retention.due()
+        retention.step(conn, SQLiteJobs())
+        asked: concurrent.futures.Future[int] = concurrent.futures.Future()
+        retention.request(asked)
+        assert retention.due()
+        assert retention.wait_seconds() == 0.0
+        retention.step(conn, SQLiteJobs())
+    assert asked.result(0) == 0

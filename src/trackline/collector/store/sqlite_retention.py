@@ -3,8 +3,9 @@ with their delivery outcomes and the jobs still owed for them, a chunk per trans
 
 SQLite has one writer, so the deletion runs on the store's writer thread, one chunk between
 two group commits: a request waits behind one chunk at most, never behind a whole pass, and a
-pass still moves on under sustained load. A pass starts when the store opens and then once a
-`period`, or when asked (`SQLiteStore.expire`); it ends with the first chunk short of full.
+pass still moves on under sustained load. A pass starts when the store opens, then a `period`
+after the last one ended, or when asked (`SQLiteStore.expire`); it ends with the first chunk
+short of full.
 
 What a deletion leaves is what dropping a partition leaves on PostgreSQL: `/api/stats` counts
 only the events still stored (their per-type and per-source counts go down; duplicates,
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 DROPPED_REASON: Final = "dropped with its event by the retention before delivery"
 #: Events deleted per transaction at most: what a waiting request may queue behind.
 CHUNK_ROWS: Final = 1000
-#: Seconds between the start of two passes.
+#: Seconds from the end of one pass to the start of the next.
 PERIOD_SECONDS: Final = 60.0
 
 #: The oldest events first, found by the arrival-time index (which also holds the row id).
@@ -86,6 +87,8 @@ class Retention:
             raise ValueError(f"retention must be a positive number of seconds, not {seconds}")
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+        if not (math.isfinite(period) and period > 0):
+            raise ValueError(f"period must be a positive number of seconds, not {period}")
         self.seconds = seconds
         self.chunk_rows = chunk_rows
         self.period = period
