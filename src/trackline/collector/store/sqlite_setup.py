@@ -156,6 +156,14 @@ def _add_message_keys(conn: sqlite3.Connection, path: Path, secret: bytes) -> No
     if "message_key" in columns:
         return
     began = time.monotonic()
+    (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    if count:
+        logger.warning(
+            "%s: copying %d events to the current layout, once (about 30 s a million events; "
+            "the file needs room for a copy)",
+            path,
+            count,
+        )
     keys = MessageKeys(secret)
     conn.create_function(
         "trackline_message_key", 1, lambda message_id: keys(str(message_id)), deterministic=True
