@@ -148,7 +148,7 @@ def prefill(variant: Variant, path: Path, size: int, rng: random.Random) -> floa
     if missing <= 0:
         return 0.0
     from trackline.collector.access.keys import key_id
-    from trackline.collector.store.sqlite_keys import message_key
+    from trackline.collector.store.sqlite_keys import MessageKeys
 
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -175,7 +175,8 @@ def prefill(variant: Variant, path: Path, size: int, rng: random.Random) -> floa
             conn.execute("BEGIN")
             made = fake_rows(count, source, end, rng)
             if keyed:
-                made = ((*row, message_key(bytes(secret), row[0])) for row in made)
+                keys = MessageKeys(bytes(secret))
+                made = ((*row, keys(row[0])) for row in made)
             conn.executemany(insert, made)
             conn.execute(
                 "INSERT INTO event_counts (type, source, n) SELECT type, source, count(*) "

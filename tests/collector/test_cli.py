@@ -125,6 +125,30 @@ def test_prints_its_url_serves_and_stops_on_sigterm(
     assert stored_ids(tmp_path / "events.sqlite3") == {"message-1"}
 
 
+def test_retention_on_sqlite_deletes_old_events_at_start(
+    processes: list[Process], tmp_path: Path
+) -> None:
+    """`--retention 1d` with a SQLite file starts, and its first pass (at start) deletes the
+    events received longer ago; newer ones stay."""
+    from datetime import UTC, datetime, timedelta
+
+    from trackline.collector.ingest import Envelope, process
+    from trackline.collector.store import SQLiteStore
+
+    db = tmp_path / "events.sqlite3"
+    with SQLiteStore(db) as store:
+        old = datetime.now(UTC) - timedelta(days=2)
+        store.write(process(Envelope([message(1), message(2)]), source="k", received_at=old).rows)
+        store.write(process(Envelope([message(3)]), source="k", received_at=datetime.now(UTC)).rows)
+    running = launch(processes, db, "--retention", "1d")
+    http = Http(running.wait_listening())
+    deadline = time.monotonic() + 10.0
+    while http.get("/api/stats").json["events"] != 1:
+        assert time.monotonic() < deadline, "the old events were not deleted"
+        time.sleep(0.05)
+    assert stored_ids(db) == {"message-3"}
+
+
 def test_python_dash_m_runs_it_too(tmp_path: Path) -> None:
     """`python -m trackline.collector` is the same command."""
     proc = subprocess.run(

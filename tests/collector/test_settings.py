@@ -65,6 +65,9 @@ def test_every_entry_point_takes_the_same_settings(function: object) -> None:
         ({"allow_origins": ["localhost:3000"]}, "allow_origins"),
         ({"allow_hosts": ["http://x.example"]}, "allow_hosts"),
         ({"trusted_proxies": ["a proxy"]}, "trusted_proxies"),
+        ({"retention": 0}, "retention"),
+        ({"retention": float("inf")}, "retention"),
+        ({"retention": "30d"}, "retention"),
     ],
 )
 def test_bad_settings_name_their_field(options: dict[str, object], field: str) -> None:
@@ -93,6 +96,25 @@ def test_an_open_store_can_be_served_and_stays_open(db_path: Path) -> None:
             assert Http(running.url).post("/v1/batch", {"batch": [message(1)]}).status == 200
         assert store.stats().events == 1
         assert store.healthy
+
+
+def test_a_retention_on_sqlite_is_served(db_path: Path) -> None:
+    """`retention` with a SQLite file is accepted, and the served store deletes events
+    received longer ago than it."""
+    from datetime import UTC, datetime, timedelta
+
+    from trackline.collector.ingest import Envelope, process
+    from trackline.collector.store import SQLiteStore
+
+    settings = CollectorSettings(db_path, retention=86_400.0)
+    with serve(settings) as running:
+        store = running.storage
+        assert isinstance(store, SQLiteStore)
+        old = datetime.now(UTC) - timedelta(days=2)
+        store.write(process(Envelope([message(1)]), source="k", received_at=old).rows)
+        assert Http(running.url).post("/v1/batch", {"batch": [message(2)]}).status == 200
+        assert store.expire() == 1
+        assert store.stats().events == 1
 
 
 def parse(*argv: str) -> argparse.Namespace:

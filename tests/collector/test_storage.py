@@ -23,7 +23,6 @@ from trackline.collector.store import (
     Store,
     WriteResult,
     open_store,
-    sqlite,
     sqlite_keys,
 )
 from trackline.collector.store import SQLiteStore as Storage
@@ -345,8 +344,7 @@ def test_ids_whose_keys_collide_are_told_apart(
 ) -> None:
     """Dedupe compares messageIds, not only their keys: with every id given the same key, new
     ids are stored, resent ones are duplicates, and each is found by its own id."""
-    monkeypatch.setattr(sqlite, "message_key", lambda secret, message_id: 7)
-    monkeypatch.setattr(sqlite_keys, "message_key", lambda secret, message_id: 7)
+    monkeypatch.setattr(sqlite_keys.MessageKeys, "__call__", lambda keys, message_id: 7)
     with Storage(db_path) as store:
         assert store.write(rows(1, 2)) == WriteResult(2, 0)
         assert store.write(rows(2, 3, 3)) == WriteResult(1, 2)

@@ -73,8 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--retention",
         type=duration,
         metavar="DURATION",
-        help="drop events older than this, a day's partition at a time, e.g. 30d "
-        "(PostgreSQL only; default: keep everything)",
+        help="delete events received longer ago than this, e.g. 30d, with their delivery "
+        "outcomes (PostgreSQL: a day's partition at a time; SQLite: a few thousand rows at a "
+        "time, every minute) (default: keep everything)",
     )
     keys = parser.add_argument_group("access")
     keys.add_argument(

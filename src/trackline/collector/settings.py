@@ -61,8 +61,9 @@ class CollectorSettings:
       `/analytics.js/v1/{writeKey}/analytics.min.js`, with the chunks beside it.
     - `destinations`: where stored events are routed (`trackline.collector.destinations`:
       `load(path)` reads them from a config file).
-    - `retention`: seconds after which events are dropped, a partition at a time (PostgreSQL
-      only); None keeps everything.
+    - `retention`: seconds after which events are deleted with their delivery outcomes (on
+      PostgreSQL a day's partition at a time, on SQLite in small chunks); None keeps
+      everything.
     - `processes`: processes serving the port (`run` only; PostgreSQL only, since processes
       sharing one SQLite file would not see each other's live events).
     """
@@ -123,10 +124,6 @@ class CollectorSettings:
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(
                     "retention", f"must be a positive number of seconds, not {value!r}"
-                )
-            if sqlite:
-                raise ConfigError(
-                    "retention", "needs a PostgreSQL database (--db postgresql://...)"
                 )
         if isinstance(self.processes, bool) or not isinstance(self.processes, int):
             raise ConfigError("processes", f"must be a whole number, not {self.processes!r}")

@@ -1,7 +1,8 @@
 """The collector's store: one interface (`Store`), one engine per module.
 
 `sqlite.py` is the embedded default: one file, one writer thread with group commit;
-`sqlite_jobs.py` its delivery jobs. `jobs.py` holds the job values and rules every engine keeps.
+`sqlite_jobs.py` its delivery jobs, `sqlite_retention.py` its retention. `jobs.py` holds the
+job values and rules every engine keeps.
 `postgres/` is for several collector processes sharing one PostgreSQL database; it needs the
 `postgres` extra and is imported only when a `postgresql://` URL asks for it.
 """
@@ -47,8 +48,8 @@ def open_store(
 ) -> Store:
     """Open the store `database` names: a `postgresql://` URL, or a SQLite file path.
 
-    `retention` (seconds) drops events older than that, whole partitions at a time; only
-    the PostgreSQL engine has partitions, so with a SQLite path it is a `ValueError`.
+    `retention` (seconds) deletes events received longer ago than that: on PostgreSQL a
+    day's partition at a time, on SQLite in chunks between the group commits.
     """
     if is_postgres_url(database):
         try:
@@ -60,9 +61,7 @@ def open_store(
             ) from None
         assert isinstance(database, str)
         return PostgresStore(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
-    if retention is not None:
-        raise ValueError("retention needs a PostgreSQL database (events are kept in partitions)")
-    return SQLiteStore(database, lock_timeout=lock_timeout, fsync=fsync)
+    return SQLiteStore(database, lock_timeout=lock_timeout, fsync=fsync, retention=retention)
 
 
 __all__ = [

@@ -59,7 +59,8 @@ class EventQuery:
     with `ascending`, oldest first, above `after_id` and up to `until_id` (which the walk's
     first page fixes at the newest row id then, so that a walk ends however fast events
     arrive). Row ids only grow, so a walk never sees an event twice, and every event stored
-    before it began is on some page. `Store.event_pieces` returns the next page's query."""
+    before it began is on some page unless the retention deleted it first.
+    `Store.event_pieces` returns the next page's query."""
 
     type: str | None = None
     user_id: str | None = None

@@ -19,7 +19,8 @@ costs a piece's memory, not its own size; and a read's database work has a time 
 
 The same thread writes the delivery jobs (`sqlite_jobs.py`): an event's jobs go in with the
 event, and settlements ride in the next group commit with the requests. Claims only read, on a
-connection of their own, so they never wait for a group to commit.
+connection of their own, so they never wait for a group to commit. With a retention, old
+events are deleted on this thread as well, a chunk between two groups (`sqlite_retention.py`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import orjson
 
 from trackline.collector.ingest import Row
 from trackline.collector.live import EventHub, LiveEvent
-from trackline.collector.store import sqlite_jobs, sqlite_keys, sqlite_setup
+from trackline.collector.store import sqlite_jobs, sqlite_keys, sqlite_retention, sqlite_setup
 from trackline.collector.store.base import (
     MAX_SCAN_ROWS,
     READ_BUDGET_SECONDS,
@@ -72,7 +73,6 @@ from trackline.collector.store.jobs import (
 )
 from trackline.collector.store.pages import Page, following
 from trackline.collector.store.sqlite_checkpoints import Checkpointer
-from trackline.collector.store.sqlite_keys import message_key
 from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,13 @@ class _Clear:
 
 
 @dataclasses.dataclass(slots=True)
+class _Expire:
+    """A retention pass asked for now; the future gets how many events it deleted."""
+
+    future: concurrent.futures.Future[int]
+
+
+@dataclasses.dataclass(slots=True)
 class _Call:
     """Work that needs the writer thread alone (a claim, a replay): `run(conn)`."""
 
@@ -182,6 +189,10 @@ class SQLiteStore:
     `lock_timeout` is how long a commit waits for a lock another connection holds before the
     write fails (and the request gets 503). `fsync=True` makes each commit survive power loss
     (synchronous=FULL); by default a commit survives a killed process, not a power cut.
+
+    With `retention` (seconds), events received longer ago are deleted with their outcomes
+    and owed jobs (see `sqlite_retention.py`): at open, then every `retention_period`
+    seconds, `retention_chunk_rows` events per transaction.
     """
 
     def __init__(
@@ -191,7 +202,17 @@ class SQLiteStore:
         lock_timeout: float = 5.0,
         fsync: bool = False,
         hub: EventHub | None = None,
+        retention: float | None = None,
+        retention_period: float = sqlite_retention.PERIOD_SECONDS,
+        retention_chunk_rows: int = sqlite_retention.CHUNK_ROWS,
     ) -> None:
+        self._retention = (
+            None
+            if retention is None
+            else sqlite_retention.Retention(
+                retention, chunk_rows=retention_chunk_rows, period=retention_period
+            )
+        )
         self.path = Path(path)
         self.hub = hub if hub is not None else EventHub()
         self._lock_timeout = lock_timeout
@@ -206,6 +227,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._key_secret = b""
         self._conn = self._connect(create=True)
+        self._message_keys = sqlite_keys.MessageKeys(self._key_secret)
         self._checkpointer = Checkpointer(
             self._connect_checkpointer, name=f"trackline-checkpoint:{self.path.name}"
         )
@@ -298,7 +320,7 @@ class SQLiteStore:
         """False when the last write failed (until one succeeds) or the store is closed."""
         return self._healthy and not self._closed
 
-    def _enqueue(self, item: PendingWrite | _Settle | _Clear | _Call) -> None:
+    def _enqueue(self, item: PendingWrite | _Settle | _Clear | _Call | _Expire) -> None:
         if self._closed:
             raise StorageError("the store is closed")
         if isinstance(item, PendingWrite):
@@ -344,6 +366,26 @@ class SQLiteStore:
         self._enqueue(_Clear(future))
         return future.result(timeout)
 
+    def expire(self, timeout: float | None = None) -> int:
+        """Run a retention pass now (or wait for the one underway) and return how many
+        events it deleted; 0 when the store has no retention. Its chunks still take turns
+        with the group commits. Raises `StorageError` when a chunk could not be deleted or
+        the store closed first."""
+        try:
+            return self.expire_soon().result(timeout)
+        except TimeoutError:
+            raise StorageError("the retention pass did not end in time") from None
+
+    def expire_soon(self) -> concurrent.futures.Future[int]:
+        """`expire` without waiting: the pass is queued behind what the writer has queued
+        now, and the future gets its result (or `StorageError`)."""
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        if self._retention is None:
+            future.set_result(0)
+            return future
+        self._enqueue(_Expire(future))
+        return future
+
     def _call(self, run: Callable[[sqlite3.Connection], Any], timeout: float | None) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._enqueue(_Call(run, future))
@@ -354,11 +396,29 @@ class SQLiteStore:
 
     def _run(self) -> None:
         carry: object = None
+        retention = self._retention
         while True:
-            item = carry if carry is not None else self._queue.get()
-            carry = None
+            # A due chunk goes first even when a group left work behind (`carry`): under
+            # sustained load the queue is never empty, and the retention must still advance.
+            if retention is not None and retention.due():
+                self._expire_step(retention)
+            if carry is not None:
+                item, carry = carry, None
+            else:
+                try:
+                    item = self._queue.get(
+                        timeout=None if retention is None else retention.wait_seconds()
+                    )
+                except queue.Empty:
+                    continue
             if item is _STOP:
                 break
+            if isinstance(item, _Expire):
+                if retention is None:
+                    item.future.set_result(0)
+                else:
+                    retention.request(item.future)
+                continue
             if isinstance(item, _Clear):
                 self._clear(item)
                 continue
@@ -369,6 +429,8 @@ class SQLiteStore:
             group, carry = take_group(self._queue, item, (PendingWrite, _Settle), MAX_GROUP_ROWS)
             self._write_group(group)
         fail_waiting(self._queue, StorageError("the store is closed"))
+        if retention is not None:
+            retention.abandon(StorageError("the store is closed"))
         self._checkpointer.close()
         if self._conn is not None:
             self._conn.close()
@@ -445,7 +507,7 @@ class SQLiteStore:
             (last_id,) = conn.execute(
                 "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
             ).fetchone()
-            keys = [message_key(self._key_secret, row.message_id) for row in rows]
+            keys = [self._message_keys(row.message_id) for row in rows]
             fresh = sqlite_keys.new_rows(conn, [row.message_id for row in rows], keys)
             stored = [(*row, key) for row, key, new in zip(rows, keys, fresh, strict=True) if new]
             inserted = len(stored)
@@ -529,6 +591,23 @@ class SQLiteStore:
             item.future.set_exception(StorageError(f"storage unavailable: {exc}"))
         else:
             item.future.set_result(count)
+
+    def _expire_step(self, retention: sqlite_retention.Retention) -> None:
+        """One chunk of the retention; a failure ends the pass, and the next group of writes
+        finds the connection rolled back (or reopened) as after any failed commit."""
+        try:
+            retention.step(self._writer(), self._jobs)
+        except (sqlite3.Error, StorageError) as exc:
+            self._jobs.rolled_back()
+            if self._conn is not None:
+                self._abort(self._conn)
+            retention.failed(StorageError(f"storage unavailable: {exc}"))
+        except Exception as exc:
+            logger.exception("unexpected failure deleting old events")
+            self._jobs.rolled_back()
+            if self._conn is not None:
+                self._abort(self._conn)
+            retention.failed(StorageError(f"storage failure: {exc!r}"))
 
     def _run_call(self, item: _Call) -> None:
         if not item.future.set_running_or_notify_cancel():
@@ -632,7 +711,7 @@ class SQLiteStore:
     def deliveries(self, message_id: str) -> list[EventDelivery] | None:
         """Where the event `message_id` stands with each destination, or None if unknown."""
         with self._reader() as conn:
-            found = sqlite_keys.find_event(conn, self._key_secret, message_id, "id")
+            found = sqlite_keys.find_event(conn, self._message_keys, message_id, "id")
             return None if found is None else sqlite_jobs.deliveries(conn, found[0])
 
     # -- reading -------------------------------------------------------------------------
@@ -650,9 +729,10 @@ class SQLiteStore:
         (it holds a connection).
 
         The window of a `windowed` query is `MAX_SCAN_ROWS` row ids below `before_id` (or
-        above `after_id`): row ids are dense here (AUTOINCREMENT, never reused; only a clear
-        leaves a gap, below which nothing is left), so that is at most as many rows, and the
-        window's edge is known without counting rows."""
+        above `after_id`): row ids are never reused (AUTOINCREMENT), so that is at most as
+        many rows (fewer where a clear or the retention deleted some), and the window's edge
+        is known without counting rows. Rows the retention deletes during a walk are simply
+        not on its later pages; the cursor only moves on, so none is seen twice."""
         clauses, params = filter_conditions(query, placeholder="?", like="LIKE")
         return self._page(query, clauses, params, meta=meta, lines=lines)
 
@@ -722,7 +802,7 @@ class SQLiteStore:
     def event(self, message_id: str) -> bytes | None:
         """The stored message with `message_id`, or None."""
         with self._reader() as conn:
-            found = sqlite_keys.find_event(conn, self._key_secret, message_id, "body")
+            found = sqlite_keys.find_event(conn, self._message_keys, message_id, "body")
         return None if found is None else str(found[0]).encode()
 
     def stats(self) -> Stats:

@@ -440,12 +440,24 @@ class SQLiteJobs:
         self, conn: sqlite3.Connection, name: str, chosen: Sequence[tuple[int, int]]
     ) -> int:
         """In one transaction on the writer: queue `(event_id, order_key)` for `name` unless
-        queued already, moving dead letters among them back; returns how many were queued."""
+        queued already, moving dead letters among them back; returns how many were queued.
+
+        Events deleted since they were chosen (by the retention, or a clear) are skipped: a
+        job of an event that is gone would never be claimed, nor ever deleted."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             destination = self._id(conn, name, create=True)
             assert destination is not None
             ids = orjson.dumps([event_id for event_id, _ in chosen]).decode()
+            stored = {
+                event_id
+                for (event_id,) in conn.execute(
+                    "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+                )
+            }
+            if len(stored) < len(chosen):
+                chosen = [pair for pair in chosen if pair[0] in stored]
+                ids = orjson.dumps([event_id for event_id, _ in chosen]).decode()
             live = {
                 event_id
                 for (event_id,) in conn.execute(
@@ -483,6 +495,49 @@ class SQLiteJobs:
                 conn.execute("ROLLBACK")
             raise
         return queued
+
+    def drop_with_events(self, conn: sqlite3.Connection, event_ids: str, reason: str) -> int:
+        """Inside the caller's transaction, which also deletes the events `event_ids` (a JSON
+        list): their outcomes go, and their jobs still owed end failed with `reason`, counted
+        per destination but leaving no outcome behind (there is no event left to show one
+        for). Returns how many jobs ended so.
+
+        Takes `lock` like `settle` (`committed()` or `rolled_back()` must follow): a claim sees
+        the jobs either before or after, and the leases of jobs ended here end with the
+        commit, so a router's late settlement of one changes nothing instead of counting it
+        twice."""
+        if not self._locked:
+            self.lock.acquire()
+            self._locked = True
+        stamp = _iso(self._clock())
+        deltas: dict[int, _Delta] = {}
+        ended = 0
+        destinations = [row[0] for row in conn.execute("SELECT id FROM destinations")]
+        for destination in destinations:
+            # IN over the key's second column: one b-tree seek per event, not a queue scan.
+            owed = conn.execute(
+                "DELETE FROM jobs WHERE destination = ? AND event_id IN "
+                "(SELECT value FROM json_each(?)) RETURNING event_id, attempts",
+                (destination, event_ids),
+            ).fetchall()
+            if not owed:
+                continue
+            retrying = sum(1 for _, attempts in owed if attempts)
+            deltas[destination] = _Delta(
+                pending=-(len(owed) - retrying),
+                retrying=-retrying,
+                failed=len(owed),
+                last_error=reason,
+                last_error_at=stamp,
+            )
+            self._ending += [(destination, event_id) for event_id, _ in owed]
+            ended += len(owed)
+        conn.execute(
+            "DELETE FROM outcomes WHERE event_id IN (SELECT value FROM json_each(?))",
+            (event_ids,),
+        )
+        self._apply(conn, deltas)
+        return ended
 
     def clear(self, conn: sqlite3.Connection) -> None:
         """Inside the caller's transaction: forget every job and outcome, zero the counts."""

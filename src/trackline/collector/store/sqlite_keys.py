@@ -27,16 +27,21 @@ KEY_BYTES: Final = 8
 KEYS_PER_STATEMENT: Final = 2000
 
 
-def message_key(secret: bytes, message_id: str) -> int:
-    """The key of `message_id` in the store whose secret is `secret`.
+class MessageKeys:
+    """The keys of messageIds in the store whose secret is `secret`: `keys(message_id)`."""
 
-    A lone surrogate (which UTF-8 cannot carry) is hashed as it is; storing it still fails
-    later, for its own request only.
-    """
-    digest = hashlib.blake2b(
-        message_id.encode("utf-8", "surrogatepass"), digest_size=KEY_BYTES, key=secret
-    ).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    __slots__ = ("_base",)
+
+    def __init__(self, secret: bytes) -> None:
+        # Copying a keyed hash costs less than keying a new one for every id.
+        self._base = hashlib.blake2b(digest_size=KEY_BYTES, key=secret)
+
+    def __call__(self, message_id: str) -> int:
+        """The key of `message_id`. A lone surrogate (which UTF-8 cannot carry) is hashed as
+        it is; storing it still fails later, for its own request only."""
+        hashed = self._base.copy()
+        hashed.update(message_id.encode("utf-8", "surrogatepass"))
+        return int.from_bytes(hashed.digest(), "big", signed=True)
 
 
 def stored_ids(conn: sqlite3.Connection, keys: Sequence[int]) -> set[str]:
@@ -72,10 +77,10 @@ def new_rows(
 
 
 def find_event(
-    conn: sqlite3.Connection, secret: bytes, message_id: str, columns: str
+    conn: sqlite3.Connection, keys: MessageKeys, message_id: str, columns: str
 ) -> Any | None:
     """`columns` of the stored event with `message_id`, or None."""
     return conn.execute(
         f"SELECT {columns} FROM events WHERE message_key = ? AND message_id = ?",
-        (message_key(secret, message_id), message_id),
+        (keys(message_id), message_id),
     ).fetchone()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from trackline.collector.access.keys import key_id
-from trackline.collector.store.sqlite_keys import message_key
+from trackline.collector.store.sqlite_keys import MessageKeys
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +156,17 @@ def _add_message_keys(conn: sqlite3.Connection, path: Path, secret: bytes) -> No
     if "message_key" in columns:
         return
     began = time.monotonic()
+    (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    if count:
+        logger.warning(
+            "%s: copying %d events to the current layout, once (about 30 s a million events; "
+            "the file needs room for a copy)",
+            path,
+            count,
+        )
+    keys = MessageKeys(secret)
     conn.create_function(
-        "trackline_message_key",
-        1,
-        lambda message_id: message_key(secret, str(message_id)),
-        deterministic=True,
+        "trackline_message_key", 1, lambda message_id: keys(str(message_id)), deterministic=True
     )
     found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     conn.execute(_EVENTS_TABLE.format(table="events_next"))
