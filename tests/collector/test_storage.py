@@ -23,6 +23,7 @@ from trackline.collector.store import (
     Store,
     WriteResult,
     open_store,
+    sqlite,
     sqlite_keys,
 )
 from trackline.collector.store import SQLiteStore as Storage
