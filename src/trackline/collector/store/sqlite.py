@@ -91,7 +91,8 @@ CACHE_KB: Final = 32 * 1024
 #: which syncs the file): a page changed by several commits in that span is copied once, and
 #: the writer syncs less often. SQLite's default is 1,000 pages (4 MB at 4 KB pages), which
 #: measured slower; 64 MB measured no faster than 16 MB and doubled the p99 (each checkpoint
-#: runs inside the commit that crosses the mark).
+#: runs inside the commit that crosses the mark). The checkpointer thread
+#: (`sqlite_checkpoints.py`) copies the log before that, so this is the log's bound.
 CHECKPOINT_BYTES: Final = 16 * 1024 * 1024
 #: What the log file is cut back to after a checkpoint, if it grew larger.
 WAL_LIMIT_BYTES: Final = 2 * CHECKPOINT_BYTES
