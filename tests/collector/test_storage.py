@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from trackline.collector.store import (
     Store,
     WriteResult,
     open_store,
+    sqlite,
     sqlite_keys,
 )
 from trackline.collector.store import SQLiteStore as Storage
@@ -407,3 +409,21 @@ def test_user_filters_page_through_windows_on_sqlite(
         assert pages[0] == ["message-9499", "message-9250"]  # the newest window only
         walked = [i for page in pages for i in page]
         assert walked == ["message-9499", "message-9250", "message-9005"]
+
+
+def test_the_log_is_copied_into_the_file_off_the_writer(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the writer's own checkpoint set beyond reach, committed pages still reach the
+    database file: the background checkpointer copies the log after commits."""
+    monkeypatch.setattr(sqlite, "CHECKPOINT_BYTES", 1 << 40)
+    with Storage(db_path) as store:
+        empty = db_path.stat().st_size
+        for start in range(0, 2000, 100):
+            store.write(rows(*range(start, start + 100)))
+        deadline = time.monotonic() + 10
+        while db_path.stat().st_size <= empty and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db_path.stat().st_size > empty
+        wal = db_path.with_name(db_path.name + "-wal")
+        assert wal.stat().st_size > 0

@@ -72,6 +72,7 @@ from trackline.collector.store.jobs import (
     Settlement,
 )
 from trackline.collector.store.pages import Page, following
+from trackline.collector.store.sqlite_checkpoints import Checkpointer
 from trackline.collector.store.sqlite_setup import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ CACHE_KB: Final = 32 * 1024
 #: which syncs the file): a page changed by several commits in that span is copied once, and
 #: the writer syncs less often. SQLite's default is 1,000 pages (4 MB at 4 KB pages), which
 #: measured slower; 64 MB measured no faster than 16 MB and doubled the p99 (each checkpoint
-#: runs inside the commit that crosses the mark).
+#: runs inside the commit that crosses the mark). The checkpointer thread
+#: (`sqlite_checkpoints.py`) copies the log before that, so this is the log's bound.
 CHECKPOINT_BYTES: Final = 16 * 1024 * 1024
 #: What the log file is cut back to after a checkpoint, if it grew larger.
 WAL_LIMIT_BYTES: Final = 2 * CHECKPOINT_BYTES
@@ -227,6 +229,9 @@ class SQLiteStore:
         self._key_secret = b""
         self._conn = self._connect(create=True)
         self._message_keys = sqlite_keys.MessageKeys(self._key_secret)
+        self._checkpointer = Checkpointer(
+            self._connect_checkpointer, name=f"trackline-checkpoint:{self.path.name}"
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"trackline-storage:{self.path.name}", daemon=True
         )
@@ -269,6 +274,13 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._lock_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync else 'NORMAL'}")
         return conn
 
     @contextlib.contextmanager
@@ -420,6 +432,7 @@ class SQLiteStore:
         fail_waiting(self._queue, StorageError("the store is closed"))
         if retention is not None:
             retention.abandon(StorageError("the store is closed"))
+        self._checkpointer.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -534,6 +547,7 @@ class SQLiteStore:
             self._abort(conn)
             raise
         self._jobs.committed()
+        self._checkpointer.nudge()
         if live:
             self.hub.publish(live)
         results = iter(settled)
