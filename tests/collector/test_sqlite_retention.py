@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from tests.collector.conftest import message
+from tests.support.pages import walk
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.live import EventHub, LiveEvent
 from trackline.collector.store import EventQuery, Outcome, Settlement, SQLiteStore
@@ -136,19 +137,9 @@ def test_a_walk_during_deletion_never_repeats_an_event(store: SQLiteStore, ascen
     store.write(rows(range(30), OLD))
     store.write(rows(range(100, 110), RECENT))
     seen: list[str] = []
-    query: EventQuery | None = EventQuery(limit=4, ascending=ascending)
-    pages = 0
-    while query is not None:
-        pieces = store.event_pieces(query)
-        page = b""
-        try:
-            while True:
-                page += next(pieces)
-        except StopIteration as end:
-            query = end.value
-        seen += [item["messageId"] for item in orjson.loads(page)]
-        pages += 1
-        if pages == 2:
+    for number, ids in enumerate(walk(store, EventQuery(limit=4, ascending=ascending)), 1):
+        seen += ids
+        if number == 2:
             store.expire()
     assert len(seen) == len(set(seen))
     assert {f"message-{n}" for n in range(100, 110)} <= set(seen)

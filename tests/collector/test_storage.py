@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.collector.conftest import message
+from tests.support.pages import walk
 from tests.support.postgres import fresh_database
 from trackline.collector.ingest import Envelope, Row, process
 from trackline.collector.live import LiveEvent
@@ -395,17 +396,8 @@ def test_user_filters_page_through_windows_on_sqlite(
         sqlite_storage.write(part)
     sqlite_storage.write(process(envelope, source="key", received_at=received).rows[1:])
     for column in ("user_id", "anonymous_id"):
-        query: EventQuery | None = EventQuery(**{column: column[0] + "-x"}, limit=10)
-        pages: list[list[str]] = []
-        while query is not None:
-            pieces = sqlite_storage.event_pieces(query)
-            body = b""
-            try:
-                while True:
-                    body += next(pieces)
-            except StopIteration as stop:
-                query = stop.value
-            pages.append([m["messageId"] for m in orjson.loads(body)])
+        query = EventQuery(**{column: column[0] + "-x"}, limit=10)
+        pages = list(walk(sqlite_storage, query))
         assert pages[0] == ["message-9499", "message-9250"]  # the newest window only
         walked = [i for page in pages for i in page]
         assert walked == ["message-9499", "message-9250", "message-9005"]

@@ -5,34 +5,13 @@ as NDJSON, and while events keep arriving. Runs once per engine in `ENGINES`."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import orjson
 import pytest
 
 from tests.collector.store.conftest import rows
+from tests.support.pages import page, walk
 from trackline.collector.store import EventQuery, Store
-
-
-def page(
-    store: Store, query: EventQuery, *, lines: bool = False
-) -> tuple[bytes, EventQuery | None]:
-    """One page's bytes, and the next page's query."""
-    pieces = store.event_pieces(query, lines=lines)
-    parts: list[bytes] = []
-    try:
-        while True:
-            parts.append(next(pieces))
-    except StopIteration as end:
-        return b"".join(parts), end.value
-
-
-def walk(store: Store, query: EventQuery) -> Iterator[list[str]]:
-    """The messageIds of each page of a walk, until `next` is None."""
-    following: EventQuery | None = query
-    while following is not None:
-        body, following = page(store, following)
-        yield [event["messageId"] for event in orjson.loads(body)]
 
 
 def names(*numbers: int) -> list[str]:
