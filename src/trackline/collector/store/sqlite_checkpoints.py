@@ -21,11 +21,12 @@ from typing import Final
 
 logger = logging.getLogger(__name__)
 
-#: Shortest time between two checkpoints, which bounds the syncs of the file under a light
-#: load (a commit's pages are copied with the next ones). Measured on a store of twelve million
-#: events: 50 ms let the log run ahead (p99 60 to 82 ms at 80% load, 20,600 to 21,600 events/s
-#: at full load), 10 ms kept up (p99 16 to 27 ms in the quiet runs; 23,200 to 23,500 events/s),
-#: none was a little faster at full load (24,800 to 25,800) for a sync after every commit.
+#: Shortest time between two checkpoints: while commits come faster than this, their pages
+#: are copied (and the file synced) together, at most 100 times a second. Measured on a store
+#: of twelve million events: 50 ms let the log run ahead (p99 60 to 82 ms at 80% load, 20,600
+#: to 21,600 events/s at full load); 10 ms kept up (p99 16 to 27 ms in five runs of six; 23,200
+#: to 23,500 events/s); no pause was a little faster at full load (24,800 to 25,800) and had
+#: more slow runs at 80% load (p99 360 and 680 ms in two of four).
 MIN_INTERVAL: Final = 0.01
 #: Longest wait without a commit before looking again (a missed nudge costs no more).
 IDLE_WAIT: Final = 1.0
