@@ -415,10 +415,8 @@ class SQLiteStore:
             if item is _STOP:
                 break
             if isinstance(item, _Expire):
-                if retention is None:
-                    item.future.set_result(0)
-                else:
-                    retention.request(item.future)
+                assert retention is not None  # queued only by a store with a retention
+                retention.request(item.future)
                 continue
             if isinstance(item, _Clear):
                 self._clear(item)
@@ -598,17 +596,13 @@ class SQLiteStore:
         finds the connection rolled back (or reopened) as after any failed commit."""
         try:
             retention.step(self._writer(), self._jobs)
-        except (sqlite3.Error, StorageError) as exc:
-            self._jobs.rolled_back()
-            if self._conn is not None:
-                self._abort(self._conn)
-            retention.failed(StorageError(f"storage unavailable: {exc}"))
         except Exception as exc:
-            logger.exception("unexpected failure deleting old events")
+            if not isinstance(exc, sqlite3.Error | StorageError):
+                logger.exception("unexpected failure deleting old events")
             self._jobs.rolled_back()
             if self._conn is not None:
                 self._abort(self._conn)
-            retention.failed(StorageError(f"storage failure: {exc!r}"))
+            retention.failed(StorageError(f"storage unavailable: {exc!r}"))
 
     def _run_call(self, item: _Call) -> None:
         if not item.future.set_running_or_notify_cancel():

@@ -296,9 +296,7 @@ class SQLiteJobs:
         """Apply the settlements whose claim still holds its job, inside the caller's
         transaction. Takes `lock` if it does not hold it yet: `committed()` or `rolled_back()`
         must follow, once the transaction ended, and releases it. Returns how many."""
-        if not self._locked:
-            self.lock.acquire()
-            self._locked = True
+        self._lock()
         now = self._clock()
         stamp = _iso(now)
         deltas: dict[int, _Delta] = {}
@@ -395,6 +393,12 @@ class SQLiteJobs:
         """The transaction failed: the claims hold on (their lease still runs)."""
         self._ending.clear()
         self._unlock()
+
+    def _lock(self) -> None:
+        """Hold `lock` until `committed()` or `rolled_back()`, taking it unless held already."""
+        if not self._locked:
+            self.lock.acquire()
+            self._locked = True
 
     def _unlock(self) -> None:
         if self._locked:
@@ -506,9 +510,7 @@ class SQLiteJobs:
         the jobs either before or after, and the leases of jobs ended here end with the
         commit, so a router's late settlement of one changes nothing instead of counting it
         twice."""
-        if not self._locked:
-            self.lock.acquire()
-            self._locked = True
+        self._lock()
         stamp = _iso(self._clock())
         deltas: dict[int, _Delta] = {}
         ended = 0

@@ -32,6 +32,8 @@ SCHEMA_VERSION: Final = 5
 #: Indexes that schema 4 dropped.
 _DROPPED_INDEXES: Final = ("events_user_id", "events_anonymous_id")
 _SECRET_NAME: Final = "key_id_secret"
+#: The events columns schema 5 copies from an older table, spelled out (not taken from
+#: `ingest.Row`, which may change): the migration reads the table as schemas 1 to 4 made it.
 _EVENT_COLUMNS: Final = (
     "id, message_id, type, user_id, anonymous_id, event, source, received_at, timestamp, body"
 )
