@@ -4,16 +4,20 @@ without raising; leftovers of interrupted starts and exits are cleaned up."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import trackline
+from tests.support import spool_full_disk as full_disk
 from tests.support.capture import CaptureServer, Reply
 from tests.support.spool_support import returned_ids, run_child
 from trackline.spool import file as spool_file
@@ -178,3 +182,28 @@ def test_an_unwritable_spool_directory_drops_calls_and_never_raises(
     assert client.track("u", "Lost") is None
     assert client.stats.dropped == {"store_unavailable": 1}
     assert "cannot create a spool file" in warnings_text(caplog)
+
+
+def test_a_write_that_returns_on_a_full_disk_is_in_the_file_while_a_worker_reads(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A worker reading batches while writes start failing for a full disk: every write that
+    returned without an error is in the file (SQLite, reading and writing one connection step
+    by step from two threads, would report a later write written that never reached it)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.spool_full_disk", str(tmp_path), "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    written: dict[str, list[int]] = json.loads(done.stdout)
+    assert len(written) == 20
+    for path, seqs in written.items():
+        assert 0 < len(seqs) < full_disk.WRITES  # the disk did fill up
+        db = sqlite3.connect(path)
+        try:
+            stored = [seq for (seq,) in db.execute("SELECT seq FROM messages ORDER BY seq")]
+        finally:
+            db.close()
+        assert stored == seqs, path
