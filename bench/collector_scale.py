@@ -207,6 +207,7 @@ def serve_sqlite(db: str, processes: int) -> None:
     """Several processes on one SQLite file, which the command line refuses (see above)."""
     import logging
     import signal
+    import socket
 
     from trackline.collector import server
     from trackline.collector.processes import Supervisor
@@ -219,14 +220,14 @@ def serve_sqlite(db: str, processes: int) -> None:
     sock = server._listen("127.0.0.1", 0)
     print(f"trackline collector listening on {server._url(sock)}", flush=True)
 
-    def serve_one() -> None:
+    def serve_one(inbox: socket.socket) -> None:
         store = open_store(db)
         try:
-            server._server(settings, store, (signal.SIGTERM,)).run(sockets=[sock])
+            server._server(settings, store, (signal.SIGTERM,), inbox).run(sockets=[])
         finally:
             store.close()
 
-    Supervisor(processes, serve_one, 30.0).run()
+    Supervisor(processes, serve_one, 30.0, sock).run()
 
 
 def main() -> None:

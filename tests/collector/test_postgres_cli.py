@@ -4,6 +4,7 @@ reads and the live stream; what needs PostgreSQL is refused on SQLite with one l
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -199,4 +200,74 @@ def test_processes_deliver_each_event_once(
         assert sorted(capture.delivered_ids()) == sorted(f"message-{n}" for n in range(200))
         assert (counts["pending"], counts["retrying"], counts["failed"]) == (0, 0, 0)
     finally:
+        stop(process)
+
+
+def _connections_held(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections on local `port` each process holds."""
+    established: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                established.add(fields[9])  # the socket's inode
+    held = {}
+    for pid in pids:
+        links = [os.readlink(path) for path in Path(f"/proc/{pid}/fd").iterdir()]
+        held[pid] = sum(link[len("socket:[") : -1] in established for link in links)
+    return held
+
+
+def _answered(connection: socket.socket) -> bytes:
+    host = f"127.0.0.1:{connection.getpeername()[1]}"
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+    return connection.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_processes_take_a_burst_of_connections_in_turn(pg_url: str) -> None:
+    """Eight keep-alive connections opened at once to two processes: each process holds four
+    (left to the kernel, one process took seven). A process killed with -9 is replaced and the
+    connections opened after it are served; the parent killed with -9 takes the processes with
+    it once their connections end, so nothing is left holding the port with nobody accepting."""
+    process = Process(["collector", "--port", "0", "--db", pg_url, "--processes", "2"])
+    opened: list[socket.socket] = []
+    try:
+        url = process.wait_listening()
+        port = urlsplit(url).port or 0
+        deadline = time.monotonic() + 20
+        while len(children(process.proc.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        http_ = Http(url)
+        while http_.get("/healthz").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        http_.pool.clear()
+        opened = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        assert [_answered(c) for c in opened] == [b"HTTP/1.1 200 OK"] * 8
+        kids = children(process.proc.pid)
+        assert sorted(_connections_held(kids, port).values()) == [4, 4]
+
+        os.kill(kids[0], signal.SIGKILL)
+        while len(set(children(process.proc.pid)) - {kids[0]}) < 2:
+            assert time.monotonic() < deadline + 20
+            time.sleep(0.05)
+        later = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        opened += later
+        assert [_answered(c) for c in later] == [b"HTTP/1.1 200 OK"] * 4
+
+        survivors = children(process.proc.pid)
+        process.proc.kill()
+        process.proc.communicate(timeout=10)
+        for connection in opened:
+            connection.close()
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{pid}").exists() for pid in survivors):
+            assert time.monotonic() < deadline, "a process outlived its parent"
+            time.sleep(0.05)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        for connection in opened:
+            connection.close()
         stop(process)

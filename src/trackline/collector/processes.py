@@ -1,14 +1,16 @@
 """Several collector processes on one listening socket: `trackline collector --processes N`.
 
-The parent binds the socket, forks N children that each open their own store and serve from
-that socket (the kernel hands each new connection to one of them), and then only supervises:
-a child that dies is replaced (after a pause that grows while children keep dying at once, as
-when the database is down at start), and SIGTERM or SIGINT to the parent stops every child
+The parent binds the socket, forks N children that each open their own store, and then
+accepts connections and hands each to the next child in turn (`handoff.py`: left to the
+kernel, one child could end up holding most of them), and supervises: a child that dies is
+replaced (after a pause that grows while children keep dying at once, as when the database
+is down at start), and SIGTERM or SIGINT to the parent stops every child
 gracefully, each finishing its in-flight requests. The children ignore SIGINT, so Ctrl-C in a
 terminal (which signals the whole process group) stops them once, through the parent.
 
 Forking needs a parent with no threads and no open connections: the parent opens nothing but
-the socket (it checks the database by opening and closing a store before it forks).
+the socket and the children's inboxes (it checks the database by opening and closing a store
+before it forks).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Final
+
+from trackline.collector.handoff import Dispatcher, inbox_pair
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +39,23 @@ STABLE_SECONDS: Final = 10.0
 
 
 class Supervisor:
-    """Runs `serve()` in `count` forked children until stopped; `serve` must not return
-    before the child's server has stopped."""
+    """Runs `serve(inbox)` in `count` forked children until stopped, handing them in turn the
+    connections `listener` accepts (each child takes them from its `inbox`: see
+    `handoff.Receiver`); `serve` must not return before the child's server has stopped."""
 
-    def __init__(self, count: int, serve: Callable[[], None], stop_seconds: float) -> None:
+    def __init__(
+        self,
+        count: int,
+        serve: Callable[[socket.socket], None],
+        stop_seconds: float,
+        listener: socket.socket,
+    ) -> None:
         if count < 1:
             raise ValueError(f"processes must be at least 1, not {count}")
         self._count = count
         self._serve = serve
         self._stop_seconds = stop_seconds
+        self._dispatcher = Dispatcher(listener)
         self._children: dict[int, float] = {}  # pid -> when it started
         self._stopping = False
         self._pause = FIRST_PAUSE_SECONDS
@@ -51,13 +64,16 @@ class Supervisor:
     def _fork(self) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        ours, theirs = inbox_pair()
         pid = os.fork()
         if pid == 0:  # the child: serve, then leave without running the parent's code
             code = 1
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                self._serve()
+                ours.close()
+                self._dispatcher.close_inboxes_in_child()
+                self._serve(theirs)
                 code = 0
             except BaseException:
                 logger.exception("collector process %d failed", os.getpid())
@@ -66,6 +82,8 @@ class Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        theirs.close()
+        self._dispatcher.add(pid, ours)
         self._children[pid] = time.monotonic()
 
     def _handle(self, signum: int, frame: object) -> None:
@@ -79,7 +97,7 @@ class Supervisor:
             for _ in range(self._count):
                 self._fork()
             while not self._stopping:
-                time.sleep(POLL_SECONDS)
+                self._dispatcher.serve_for(POLL_SECONDS)
                 self._reap_and_replace()
             return self._stop()
         finally:
@@ -92,6 +110,7 @@ class Supervisor:
             if pid == 0:
                 break
             started = self._children.pop(pid, None)
+            self._dispatcher.remove(pid)
             if started is None or self._stopping:
                 continue
             lived = time.monotonic() - started
@@ -105,13 +124,14 @@ class Supervisor:
                 self._pause = FIRST_PAUSE_SECONDS
             deadline = time.monotonic() + self._pause
             while time.monotonic() < deadline and not self._stopping:
-                time.sleep(POLL_SECONDS)
+                self._dispatcher.serve_for(POLL_SECONDS)
             self._pause = min(self._pause * 2, MAX_PAUSE_SECONDS)
             if not self._stopping:
                 self.restarts += 1
                 self._fork()
 
     def _stop(self) -> int:
+        self._dispatcher.close()
         for pid in self._children:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + self._stop_seconds

@@ -40,6 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from trackline.collector.access import check_bind, is_loopback_bind
 from trackline.collector.app import create_app
+from trackline.collector.handoff import Receiver
 from trackline.collector.live import EventHub
 from trackline.collector.processes import Supervisor
 from trackline.collector.settings import (
@@ -175,19 +176,46 @@ def _protocol_class(header_timeout: float, send_timeout: float) -> type[H11Proto
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, ending live streams at shutdown and leaving signals to its caller."""
+    """uvicorn's server, ending live streams at shutdown and leaving signals to its caller;
+    with an `inbox`, it serves the connections the parent process hands it (`handoff.py`)
+    rather than a listening socket of its own."""
 
     def __init__(
         self,
         config: uvicorn.Config,
         hub: EventHub,
         signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+        inbox: socket.socket | None = None,
     ) -> None:
         super().__init__(config)
         self._hub = hub
         self._signals = signals
+        self._inbox = inbox
+        self._receiver: Receiver | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._inbox is None:
+            return
+        config, state = self.config, self.server_state
+
+        def create_protocol() -> asyncio.Protocol:
+            # As uvicorn makes the protocol of a connection it accepted itself.
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state=self.lifespan.state
+            )
+
+        self._receiver = Receiver(self._inbox, create_protocol, self._parent_gone)
+        self._receiver.start(asyncio.get_running_loop())
+
+    def _parent_gone(self) -> None:
+        # No connection will come any more: finish those held and leave, as on SIGTERM.
+        logger.warning("the collector's parent process has gone; stopping")
+        self.should_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._receiver is not None:
+            self._receiver.close()
         # Open streams never end by themselves; uvicorn would wait for them until its timeout.
         self._hub.close()
         await super().shutdown(sockets)
@@ -230,6 +258,7 @@ def _server(
     settings: CollectorSettings,
     storage: Store,
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    inbox: socket.socket | None = None,
 ) -> _Server:
     app = create_app(dataclasses.replace(settings, database=storage))
     config = uvicorn.Config(
@@ -244,7 +273,7 @@ def _server(
         proxy_headers=False,  # the app believes trusted_proxies only
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    return _Server(config, storage.hub, signals)
+    return _Server(config, storage.hub, signals, inbox)
 
 
 def _open(settings: CollectorSettings) -> tuple[Store, bool]:
@@ -390,11 +419,11 @@ def _run_processes(
     if on_ready is not None:
         on_ready(_url(sock))
 
-    def serve_one() -> None:
+    def serve_one(inbox: socket.socket) -> None:
         own, _ = _open(settings)
         try:
-            _server(settings, own, (signal.SIGTERM,)).run(sockets=[sock])
+            _server(settings, own, (signal.SIGTERM,), inbox).run(sockets=[])
         finally:
             own.close()
 
-    Supervisor(settings.processes, serve_one, GRACEFUL_SHUTDOWN_SECONDS + 5.0).run()
+    Supervisor(settings.processes, serve_one, GRACEFUL_SHUTDOWN_SECONDS + 5.0, sock).run()
