@@ -99,12 +99,17 @@ class Dispatcher:
             return
         logger.warning("no collector process could take a connection; closing it")
 
+    def stop_accepting(self) -> None:
+        """Close the listener: new connections are refused from now on."""
+        if self._listener.fileno() != -1:
+            self._selector.close()
+            self._listener.close()
+
     def close(self) -> None:
-        """Stop accepting: close the listener and every inbox."""
+        """Close the listener and every inbox (once the processes have stopped)."""
         for pid in list(self._inboxes):
             self.remove(pid)
-        self._selector.close()
-        self._listener.close()
+        self.stop_accepting()
 
 
 class Receiver:

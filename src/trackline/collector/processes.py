@@ -131,7 +131,7 @@ class Supervisor:
                 self._fork()
 
     def _stop(self) -> int:
-        self._dispatcher.close()
+        self._dispatcher.stop_accepting()
         for pid in self._children:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + self._stop_seconds
@@ -147,6 +147,7 @@ class Supervisor:
         for pid in list(self._children):
             os.waitpid(pid, 0)
         self._children.clear()
+        self._dispatcher.close()
         return 0
 
 

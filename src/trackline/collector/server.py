@@ -210,8 +210,9 @@ class _Server(uvicorn.Server):
 
     def _parent_gone(self) -> None:
         # No connection will come any more: finish those held and leave, as on SIGTERM.
-        logger.warning("the collector's parent process has gone; stopping")
-        self.should_exit = True
+        if not self.should_exit:
+            logger.warning("the collector's parent process has gone; stopping")
+            self.should_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._receiver is not None:
