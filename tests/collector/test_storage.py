@@ -359,9 +359,9 @@ def test_ids_whose_keys_collide_are_told_apart(
 
 
 def test_a_new_file_has_small_pages(sqlite_storage: Storage, db_path: Path) -> None:
-    """New files use 4 KB pages: an event dirties fewer bytes of each index it enters."""
+    """New files use 2 KB pages: an event dirties fewer bytes of each index it enters."""
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 2048
     conn.close()
 
 
