@@ -168,8 +168,21 @@ def measure(
     }
 
 
+def paired_ratios(results: list[dict[str, Any]]) -> dict[tuple[str, int], list[float]]:
+    """Per engine and process count above one: the rate over one process's rate in the same
+    repetition (run next to it, under the same conditions), one ratio per repetition."""
+    one = {(r["engine"], r["rep"]): r["events_per_s"] for r in results if r["processes"] == 1}
+    ratios: dict[tuple[str, int], list[float]] = {}
+    for r in results:
+        base = one.get((r["engine"], r["rep"]))
+        if r["processes"] > 1 and base:
+            ratios.setdefault((r["engine"], r["processes"]), []).append(r["events_per_s"] / base)
+    return ratios
+
+
 def summary(results: list[dict[str, Any]]) -> str:
-    """A markdown table of medians per engine and process count."""
+    """A markdown table of medians per engine and process count; a ratio to one process is
+    the median of the ratios within each repetition, which are listed below the table."""
     keys = sorted(
         {(r["engine"], r["processes"]) for r in results}, key=lambda k: (k[0] != "postgres", k[1])
     )
@@ -178,7 +191,7 @@ def summary(results: list[dict[str, Any]]) -> str:
         "| CPU s per 100k: collector | PostgreSQL | load generator | machine busy |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    one = {}
+    paired = paired_ratios(results)
     for engine, processes in keys:
         runs = [r for r in results if (r["engine"], r["processes"]) == (engine, processes)]
         med = {
@@ -186,13 +199,8 @@ def summary(results: list[dict[str, Any]]) -> str:
             for k in runs[0]
             if isinstance(runs[0][k], (int, float))
         }
-        if processes == 1:
-            one[engine] = med["events_per_s"]
-        ratio = (
-            f" ({med['events_per_s'] / one[engine]:.2f}x)"
-            if processes > 1 and engine in one
-            else ""
-        )
+        ratios = paired.get((engine, processes))
+        ratio = f" ({statistics.median(ratios):.2f}x)" if ratios else ""
         lines.append(
             f"| {engine} | {processes} | {med['events_per_s']:,.0f}{ratio} "
             f"| {med['ack_p50_ms']:.1f} | {med['ack_p99_ms']:.1f} "
@@ -200,6 +208,10 @@ def summary(results: list[dict[str, Any]]) -> str:
             f"{med['postgres_cpu_per_100k']:.2f} | {med['load_cpu_per_100k']:.2f} | "
             f"{med['machine_busy']:.0%} |"
         )
+    lines.append("")
+    for (engine, processes), ratios in paired.items():
+        each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        lines.append(f"- {engine}, {processes} processes ÷ 1, repetition by repetition: {each}")
     return "\n".join(lines)
 
 
@@ -248,10 +260,10 @@ def main() -> None:
     load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="trackline-scale-") as directory:
-        for _ in range(args.reps):
+        for rep in range(args.reps):
             for engine in args.engines:
                 for processes in args.processes:
-                    result = measure(engine, processes, args, directory)
+                    result = {**measure(engine, processes, args, directory), "rep": rep}
                     results.append(result)
                     print(json.dumps(result), flush=True)
     table = summary(results)
@@ -269,7 +281,8 @@ def main() -> None:
         (results_dir / "collector_scale.md").write_text(
             f"# Collector: PostgreSQL and SQLite, one and two processes\n\n"
             f"Command: `python -m bench.collector_scale --events {args.events} --reps "
-            f"{args.reps} --save`. Machine: {machine}. Medians of {args.reps} runs; "
+            f"{args.reps} --save`. Machine: {machine}. Medians of {args.reps} runs (each "
+            "repetition runs every engine and process count in turn); "
             f"{args.events:,} events per run, {args.connections} connections, batches of "
             f"{args.batch}.\n\n{table}\n"
         )
