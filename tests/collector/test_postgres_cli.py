@@ -104,6 +104,19 @@ class Stream:
         self.connection.close()
 
 
+def _serving(process: Process, url: str, count: int) -> Http:
+    """Wait until `count` processes run and one of them answers; a client of `url`."""
+    deadline = time.monotonic() + 20
+    while len(children(process.proc.pid)) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    http_ = Http(url)
+    while http_.get("/healthz").status != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return http_
+
+
 def test_processes_behind_one_port_share_dedupe_counts_reads_and_the_stream(
     pg_url: str,
 ) -> None:
@@ -117,14 +130,7 @@ def test_processes_behind_one_port_share_dedupe_counts_reads_and_the_stream(
     process = Process(["collector", "--port", "0", "--db", with_password, "--processes", "3"])
     try:
         url = process.wait_listening()
-        deadline = time.monotonic() + 20
-        while len(children(process.proc.pid)) < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        http_ = Http(url)
-        while http_.get("/healthz").status != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        http_ = _serving(process, url, 3)
         stream = Stream(url)
         time.sleep(0.5)  # every process is listening for the others' events
         for n in range(30):
@@ -234,23 +240,16 @@ def test_processes_take_a_burst_of_connections_in_turn(pg_url: str) -> None:
     try:
         url = process.wait_listening()
         port = urlsplit(url).port or 0
-        deadline = time.monotonic() + 20
-        while len(children(process.proc.pid)) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        http_ = Http(url)
-        while http_.get("/healthz").status != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        http_.pool.clear()
+        _serving(process, url, 2).pool.clear()
         opened = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
         assert [_answered(c) for c in opened] == [b"HTTP/1.1 200 OK"] * 8
         kids = children(process.proc.pid)
         assert sorted(_connections_held(kids, port).values()) == [4, 4]
 
         os.kill(kids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
         while len(set(children(process.proc.pid)) - {kids[0]}) < 2:
-            assert time.monotonic() < deadline + 20
+            assert time.monotonic() < deadline
             time.sleep(0.05)
         later = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
         opened += later
