@@ -59,16 +59,6 @@ class Dispatcher:
         if inbox is not None:
             inbox.close()
 
-    def close_inboxes_in_child(self) -> None:
-        """In a new process: let go of the parent's ends and the listener, which are not its
-        own (a process holding the listener would keep the port open after the parent died,
-        with nobody accepting)."""
-        for inbox in self._inboxes.values():
-            inbox.close()
-        self._inboxes.clear()
-        self._selector.close()
-        self._listener.close()
-
     def serve_for(self, seconds: float) -> None:
         """Accept and hand over connections for up to `seconds` (returns early on a signal)."""
         if not self._inboxes:  # nobody to hand to: connections wait in the listen backlog
@@ -106,7 +96,9 @@ class Dispatcher:
             self._listener.close()
 
     def close(self) -> None:
-        """Close the listener and every inbox (once the processes have stopped)."""
+        """Close the listener and every inbox: in the parent once the processes have stopped,
+        and in each new process, where none of them is its own (a process holding the listener
+        would keep the port open after the parent died, with nobody accepting)."""
         for pid in list(self._inboxes):
             self.remove(pid)
         self.stop_accepting()

@@ -4,9 +4,9 @@ The parent binds the socket, forks N children that each open their own store, an
 accepts connections and hands each to the next child in turn (`handoff.py`: left to the
 kernel, one child could end up holding most of them), and supervises: a child that dies is
 replaced (after a pause that grows while children keep dying at once, as when the database
-is down at start), and SIGTERM or SIGINT to the parent stops every child
-gracefully, each finishing its in-flight requests. The children ignore SIGINT, so Ctrl-C in a
-terminal (which signals the whole process group) stops them once, through the parent.
+is down at start), and SIGTERM or SIGINT to the parent stops every child gracefully, each
+finishing its in-flight requests. The children ignore SIGINT, so Ctrl-C in a terminal (which
+signals the whole process group) stops them once, through the parent.
 
 Forking needs a parent with no threads and no open connections: the parent opens nothing but
 the socket and the children's inboxes (it checks the database by opening and closing a store
@@ -72,7 +72,7 @@ class Supervisor:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 ours.close()
-                self._dispatcher.close_inboxes_in_child()
+                self._dispatcher.close()
                 self._serve(theirs)
                 code = 0
             except BaseException:

@@ -84,9 +84,9 @@ MAX_ROWS_PER_STATEMENT: Final = 2000
 #: Page size of a new file. Each event written into an index of random keys dirties a page of
 #: that index, and a dirty page goes whole into the write-ahead log and again into the file at
 #: the checkpoint: 4 KB pages write an eighth of what 32 KB ones did, and 2 KB pages half of
-#: that again: at ten million events 2 KB pages stored 36% more events/s than 4 KB, at three
-#: million 11% more, on an empty store the same; 1 KB pages were slower at every size (the
-#: rows themselves, about 800 bytes, then take a page each). See bench/curve.py.
+#: that again: at ten million events 2 KB pages stored 17% to 36% more events/s than 4 KB (two
+#: runs), at three million 11% more, on an empty store the same; 1 KB pages were slower at
+#: every size (the rows themselves, about 800 bytes, then take a page each). See bench/curve.py.
 PAGE_SIZE: Final = 2048
 #: The writer's page cache, KB.
 CACHE_KB: Final = 32 * 1024
