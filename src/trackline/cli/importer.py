@@ -47,6 +47,9 @@ from trackline.wire import HOP_FIELDS, TYPES_IN_ORDER
 EXIT_INTERRUPTED: Final = 130
 #: Bad lines reported one by one as they are met; the summary counts the rest.
 LINES_REPORTED: Final = 20
+#: Lines read between two looks at the progress and the resume state: a look costs about as
+#: much as sending a line, and neither changes faster than a few times a second.
+LINES_PER_CHECK: Final = 256
 #: Seconds between saves of the resume state.
 SAVE_INTERVAL: Final = 0.5
 #: After an interruption, how long the messages already queued may take to be delivered.
@@ -276,6 +279,8 @@ def _send_lines(
                 progress.note(f"{outcome.label}:{line.number}: {problem}")
             if ledger.rejected.total == LINES_REPORTED:
                 progress.note(f"{outcome.label}: further bad lines are listed in the summary")
+        if outcome.records % LINES_PER_CHECK:
+            continue
         _show(progress, outcome)
         now = time.monotonic()
         if state is not None and now >= next_save and ledger.watermark != saved:
