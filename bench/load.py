@@ -174,6 +174,7 @@ async def run(
     totals: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
     start = time.monotonic()
+    cpu_start = time.process_time()
     deadline = start + seconds if seconds is not None else float("inf")
     pace = _Pace(rate)
     await asyncio.gather(
@@ -184,6 +185,7 @@ async def run(
     )
     requests = len(latencies) + totals["no_answer"]
     seconds = time.monotonic() - start
+    cpu_seconds = time.process_time() - cpu_start
     latencies.sort()
     return {
         "events": totals["events"],
@@ -193,6 +195,8 @@ async def run(
         "no_answer": totals["no_answer"],
         "seconds": seconds,
         "throughput": totals["events"] / seconds,
+        # This process's CPU while sending (building the requests before is not counted).
+        "cpu_seconds": cpu_seconds,
         "connections": connections,
         "batch": batch,
         "rate": rate,

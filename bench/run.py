@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -49,24 +50,39 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A server the benchmarks started in its own process."""
+
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def sink() -> Iterator[str]:
-    """The counting sink in its own process; yields its URL."""
+def sink_server() -> Iterator[Server]:
+    """The counting sink in its own process."""
     process = subprocess.Popen(
         _python("-m", "bench.sink"), cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
+        yield Server(f"http://127.0.0.1:{port}", process.pid)
     finally:
         process.terminate()
         process.wait(10)
 
 
 @contextlib.contextmanager
-def collector(directory: str) -> Iterator[str]:
-    """`trackline collector` on a fresh database in its own process; yields its URL."""
+def sink() -> Iterator[str]:
+    """The counting sink in its own process; yields its URL."""
+    with sink_server() as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def collector_server(directory: str) -> Iterator[Server]:
+    """`trackline collector` on a fresh database in its own process."""
     database = os.path.join(directory, f"bench-{time.monotonic_ns()}.sqlite3")
     command = ["-m", "trackline", "collector", "--db", database, "--port", "0"]
     process = subprocess.Popen(
@@ -78,11 +94,17 @@ def collector(directory: str) -> Iterator[str]:
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        url = line.split(" on ", 1)[1].split()[0]
-        yield url
+        yield Server(line.split(" on ", 1)[1].split()[0], process.pid)
     finally:
         process.terminate()
         process.wait(60)
+
+
+@contextlib.contextmanager
+def collector(directory: str) -> Iterator[str]:
+    """`trackline collector` on a fresh database in its own process; yields its URL."""
+    with collector_server(directory) as server:
+        yield server.url
 
 
 def _child(args: Sequence[str], log: Path) -> dict[str, Any] | None:

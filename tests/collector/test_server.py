@@ -4,6 +4,8 @@ file, graceful stop, and the refusal to listen openly without write keys."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ import urllib3
 
 from tests.collector.conftest import Http, basic, message, stored_ids
 from trackline.collector import OpenBindError, RunningCollector, serve, start
+from trackline.collector.server import GIL_SWITCH_SECONDS
 
 
 def connect(collector: RunningCollector) -> socket.socket:
@@ -291,3 +294,25 @@ def test_the_uvicorn_internals_the_deadlines_use_are_there(collector: RunningCol
         assert protocol.cycle is not None
         assert protocol.transport is not None
         assert protocol.loop is not None
+
+
+def test_a_process_run_serves_switches_the_gil_often_and_start_leaves_it(db_path: Path) -> None:
+    """`run` owns its process and sets the GIL switch interval its writer thread needs;
+    `start`, in a process of the caller's, leaves Python's setting as it found it."""
+    script = (
+        "import os, sys\n"
+        "from trackline.collector.server import run\n"
+        "def ready(url):\n"
+        "    print(sys.getswitchinterval(), flush=True)\n"
+        "    os._exit(0)\n"
+        f"run({str(db_path)!r}, port=0, on_ready=ready)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split()[0]) == pytest.approx(GIL_SWITCH_SECONDS)
+    assert GIL_SWITCH_SECONDS < 0.005
+    before = sys.getswitchinterval()
+    with serve(db_path, port=0):
+        assert sys.getswitchinterval() == before

@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,15 @@ logger = logging.getLogger(__name__)
 #: Seconds in-flight requests get to finish once shutdown starts.
 GRACEFUL_SHUTDOWN_SECONDS: Final = 30
 _STARTUP_SECONDS: Final = 10.0
+#: How long a thread keeps the GIL once another asks for it, in a process `run` serves
+#: (Python's default is 5 ms). The store's writer thread gives the GIL up inside every
+#: SQLite or PostgreSQL call and needs it back after each one, while the event loop spends
+#: milliseconds at a time in Python on a batch of 100 messages. With the default, the writer
+#: spent about half its time waiting to continue (20 ms a group commit of 400 events, 10 of
+#: them on the CPU), and it is the thread that bounds the rate. Measured against the default
+#: in one run (`bench.curve`, three runs a point): 0.2 ms stored 12% more events/s on an
+#: empty store and 9% more at a million events, with a lower p50; 0.5 ms 7% and 6%.
+GIL_SWITCH_SECONDS: Final = 0.0002
 #: Bytes of an unread request body discarded after the answer, before closing instead.
 MAX_DRAIN_BYTES: Final = 16 * 1024 * 1024
 
@@ -387,7 +397,12 @@ def run(
     """Serve in the foreground until SIGINT/SIGTERM, then shut down gracefully: stop
     accepting, finish in-flight requests (each answered only after its commit), close the
     store. Takes what `start` takes; without a `port`, 8765. `on_ready(url)` is called once
-    the socket listens. With `processes` above 1, that many processes serve the socket."""
+    the socket listens. With `processes` above 1, that many processes serve the socket.
+
+    The process is the collector's: its threads switch the GIL every 0.2 ms
+    (`GIL_SWITCH_SECONDS`), not every 5 ms. `start` and `serve`, which run in a process of
+    the caller's, leave Python's setting alone."""
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     settings = settings_of(database, options)
     storage, owned = _open(settings)
     if settings.processes > 1:
