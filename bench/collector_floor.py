@@ -57,9 +57,9 @@ FLOORS = ("decode", "decode, encode", "decode, encode, insert", "decode, encode,
 def under_load(server: Server, events: int) -> dict[str, float]:
     """`bench.load` against `server`: events/s and CPU µs per event of server and generator."""
     before = cpu_of(server.pid)
+    command = ["-m", "bench.load", "--url", server.url, "--events", str(events), "--ids", "uuid"]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--url", server.url, "--events", str(events)]
-        + ["--ids", "uuid"],
+        [sys.executable, *command],
         cwd=ROOT,
         capture_output=True,
         text=True,

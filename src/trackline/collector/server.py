@@ -63,8 +63,10 @@ _STARTUP_SECONDS: Final = 10.0
 #: milliseconds at a time in Python on a batch of 100 messages. With the default, the writer
 #: spent about half its time waiting to continue (20 ms a group commit of 400 events, 10 of
 #: them on the CPU), and it is the thread that bounds the rate. Measured against the default
-#: in one run (`bench.curve`, three runs a point): 0.2 ms stored 12% more events/s on an
-#: empty store and 9% more at a million events, with a lower p50; 0.5 ms 7% and 6%.
+#: (`bench.curve`, variants alternating in one run): 0.2 ms stored 12% more events/s on an
+#: empty store and 9% more at a million events (0.5 ms: 7% and 6%); in a second run, four
+#: paired runs, +7%, -1%, +3% and +9%; on PostgreSQL +13% and +21%. It costs CPU (more
+#: switches), which a small machine feels: measure again before changing it.
 GIL_SWITCH_SECONDS: Final = 0.0002
 #: Bytes of an unread request body discarded after the answer, before closing instead.
 MAX_DRAIN_BYTES: Final = 16 * 1024 * 1024
