@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import gzip
 import json
+import os
 import random
 import re
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import curve, run, sink, table
+from bench import collector_floor, curve, load, run, sink, table
 
 from trackline.collector.ingest import Row
 
@@ -215,3 +216,32 @@ def test_curve_prefill_rows_are_the_stores_columns() -> None:
     )
     assert [json.loads(Row(*row).body)["messageId"] for row in rows] == ids
     assert [Row(*row).received_at for row in rows] == sorted(Row(*row).received_at for row in rows)
+
+
+def test_floor_table_sets_the_collector_against_the_floors_and_the_targets(
+    tmp_path: Path,
+) -> None:
+    """The floor bench's arithmetic: the generator's share of the cores at the target rate
+    leaves the collector its budget per event, and each floor stage is measured on real
+    SQLite files (here on a few bodies only)."""
+    bodies = [raw.split(b"\r\n\r\n", 1)[1] for raw, _ in load.build_requests("x", 200, 100, True)]
+    stages = {
+        stage: collector_floor.floor(stage, bodies, str(tmp_path / f"{n}.sqlite3"))
+        for n, stage in enumerate(collector_floor.FLOORS)
+    }
+    assert all(cost > 0 for cost in stages.values())
+    run_ = {
+        "sink events_per_s": 500_000.0,
+        "sink server_us": 1.5,
+        "sink generator_us": 1.0,
+        "collector events_per_s": 20_000.0,
+        "collector server_us": 60.0,
+        "collector generator_us": 2.5,
+        **{f"floor {stage}": 5.0 * (n + 1) for n, stage in enumerate(collector_floor.FLOORS)},
+    }
+    text = collector_floor.render([run_])
+    cores = os.cpu_count() or 1
+    budget = (cores - 100_000 * 2.5e-6) / 100_000 * 1e6
+    assert f"leaving the collector {budget:.1f} µs of CPU per event" in text
+    assert "Collector ÷ sink, repetition by repetition: 0.040 (target 0.4)" in text
+    assert "0.4 of the sink is 200,000 events/s, 4.0 times" in text
