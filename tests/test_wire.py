@@ -26,6 +26,7 @@ def test_the_collector_takes_its_limits_and_types_from_the_wire_module() -> None
     assert ingest.MAX_MESSAGE_ID_CHARS is wire.MAX_MESSAGE_ID_CHARS
     assert ingest.MESSAGE_TYPES is wire.MESSAGE_TYPES
     assert ingest.parse_timestamp is wire.parse_timestamp
+    assert ingest.has_written_layout is wire.has_written_layout
     assert wire.MAX_BATCH_BYTES <= wire.MAX_REQUEST_BYTES
 
 

@@ -82,22 +82,28 @@ def parse_timestamp(value: object) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
+def has_written_layout(text: str) -> bool:
+    """Whether `text` is laid out as `format_timestamp` writes (`2026-11-29T13:05:09.123Z`):
+    for a text that parses, that it needs no rewriting."""
+    return (
+        len(text) == TIMESTAMP_CHARS
+        and text[23] == "Z"
+        and text[19] == "."
+        and text[10] == "T"
+        and text[4] == text[7] == "-"
+        and text[13] == text[16] == ":"
+        and text.isascii()
+    )
+
+
 def is_canonical_timestamp(value: str) -> bool:
-    """Whether `value` is a valid timestamp already in the form `format_timestamp` writes
-    (`2026-11-29T13:05:09.123Z`), so that it can go on the wire as it is.
+    """Whether `value` is a valid timestamp already in the form `format_timestamp` writes, so
+    that it can go on the wire as it is.
 
     Historical imports and replays carry their timestamps in this form; checking the layout
     and letting `fromisoformat` check the numbers costs a fifth of parsing and formatting.
     """
-    if not (
-        len(value) == 24
-        and value[23] == "Z"
-        and value[19] == "."
-        and value[10] == "T"
-        and value[4] == value[7] == "-"
-        and value[13] == value[16] == ":"
-        and value.isascii()
-    ):
+    if not has_written_layout(value):
         return False
     try:
         dt.datetime.fromisoformat(value)

@@ -27,6 +27,7 @@ from trackline.wire import MAX_MESSAGE_ID_CHARS as MAX_MESSAGE_ID_CHARS
 from trackline.wire import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES
 from trackline.wire import MESSAGE_TYPES as MESSAGE_TYPES
 from trackline.wire import format_timestamp as format_timestamp
+from trackline.wire import has_written_layout
 from trackline.wire import parse_timestamp as parse_timestamp
 
 #: analytics.js posts one message to `/v1/` + the first letter of its type.
@@ -334,11 +335,6 @@ def _merged(outer: Mapping[str, Any] | None, inner: Any) -> Any:
     return {**outer, **inner} if inner else dict(outer)
 
 
-def _is_stored_form(text: str) -> bool:
-    """Whether a timestamp that parsed is already `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
-    return len(text) == 24 and text[23] == "Z" and text[19] == "." and text[10] == "T"
-
-
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -414,7 +410,7 @@ def _enrich(message: Any, request: _Request) -> Row:
     if original is None:
         stamp = request.received
     else:
-        if not _is_stored_form(text):
+        if not has_written_layout(text):
             text = request.stamp(original)
         enriched["originalTimestamp"] = text
         # Segment's clock skew correction: receivedAt - (sentAt - originalTimestamp).
