@@ -6,7 +6,14 @@ from __future__ import annotations
 import random
 
 from trackline.collector.destinations.policy import DOWN_AFTER, Health, JobPolicy, decide
-from trackline.collector.destinations.sender import DELIVERED, Result, Verdict, unanswered
+from trackline.collector.destinations.sender import (
+    DELIVERED,
+    HELD,
+    Result,
+    Verdict,
+    retrying,
+    unanswered,
+)
 from trackline.collector.store import Job, Outcome
 
 POLICY = JobPolicy(
@@ -68,6 +75,18 @@ def test_an_uncounted_failure_releases_the_job() -> None:
         job(2, NOW), unanswered("refused"), POLICY, NOW, random.Random(7), counts=False
     )
     assert settled.outcome is Outcome.RELEASED
+
+
+def test_a_job_held_back_unsent_goes_back_with_no_attempt() -> None:
+    """Held: behind a request to be retried, so never sent; even at its last attempt it is
+    released as it was, neither failed nor given a retry time."""
+    last = JobPolicy(
+        retry_window=3600.0, min_attempts=1, max_attempts=3, backoff_base=1.0, backoff_cap=60.0
+    )
+    settled = decide(job(2, NOW), HELD, last, NOW, random.Random(7))
+    assert (settled.outcome, settled.error, settled.retry_at) == (Outcome.RELEASED, None, None)
+    assert retrying([DELIVERED, unanswered("reset"), HELD])
+    assert not retrying([DELIVERED, HELD, Result(Verdict.FAILED, "HTTP 400")])
 
 
 class Clock:

@@ -1,6 +1,7 @@
 """The tracking-api kind against a second trackline collector: forwarded messages keep their
 messageId, timestamps and context; a refusal (wrong write key) fails the jobs at once; a
-receiver that is down is waited for."""
+receiver that is down is waited for; one user's events arrive in stored order while a request
+is retried or split."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.collector.conftest import Http
 from tests.collector.destinations.conftest import (
@@ -19,8 +23,10 @@ from tests.collector.destinations.conftest import (
     events,
     post,
 )
+from tests.support.capture import CaptureServer, Reply
 from trackline.collector import RunningCollector, serve
-from trackline.collector.destinations.tracking_api import forwarded
+from trackline.collector.destinations.tracking_api import forwarded, requests
+from trackline.wire import BATCH_ROOM, MAX_BATCH_MESSAGES, batch_bytes
 
 Start = Callable[..., tuple[RunningCollector, Http]]
 
@@ -97,3 +103,65 @@ def test_a_target_that_is_down_is_waited_for(start: Start, tmp_path: Path) -> No
             "message-2",
             "message-3",
         ]
+
+
+@given(st.lists(st.integers(1, BATCH_ROOM + 10), max_size=60), st.integers(0, 3000))
+def test_a_send_is_cut_into_the_requests_the_engine_makes(sizes: list[int], small: int) -> None:
+    """Runs cover the bodies in order; each is one batch of the engine (within the batch room
+    and message count, or a single message), and the next body would not have fitted."""
+    bodies = [b"x" * size for size in sizes] + [b"y"] * small
+    runs = list(requests(bodies))
+    assert [index for start, end in runs for index in range(start, end)] == list(range(len(bodies)))
+    for start, end in runs:
+        size = sum(map(len, bodies[start:end]))
+        assert end - start == 1 or batch_bytes(size, end - start) <= BATCH_ROOM
+        assert end - start <= MAX_BATCH_MESSAGES
+        if end < len(bodies) and end - start < MAX_BATCH_MESSAGES:
+            assert batch_bytes(size + len(bodies[end]), end + 1 - start) > BATCH_ROOM
+
+
+def arrived(server: CaptureServer) -> list[str]:
+    """The messageIds a Tracking API receiver accepted, in the order its answers were given."""
+    return [
+        message["messageId"]
+        for request in list(server.requests)
+        if request.status == 200
+        for message in request.batch
+    ]
+
+
+@pytest.mark.parametrize("fault", ["retried", "given up", "split"])
+def test_one_users_events_arrive_in_stored_order(start: Start, tmp_path: Path, fault: str) -> None:
+    """A thousand of alice's events, replayed from the store, go out in one send of several
+    requests' worth; the first request is answered 500 once (retried), or every request over
+    100 KB 413 (split in halves). Her events still arrive in the order they were stored: no
+    later request overtakes one held up. Answered 500 four times, the first request is given
+    up by the client's own retries: the rest of the send is held back unsent until the router
+    has retried it."""
+    count = 1000
+    padded = {"userId": "alice", "properties": {"pad": "x" * 2000}}
+    with serve(tmp_path / "events.sqlite3") as earlier:
+        for at in range(0, count, 100):
+            post(Http(earlier.url), events(*range(at, at + 100), **padded))
+    limit = 100_000 if fault == "split" else None
+    with CaptureServer(max_body=limit) as receiver:
+        first = {"left": {"retried": 1, "given up": 4, "split": 0}[fault]}
+
+        def rule(body: bytes) -> Reply | None:
+            if b'"message-0"' in body and first["left"]:
+                first["left"] -= 1
+                return Reply(500)
+            return None
+
+        receiver.rule = rule
+        _, http = start(destinations(tracking_api(receiver.url, gzip=False, **FAST)))
+        assert http.post("/api/destinations/Segment/replay", None, raw=b"").json["queued"] == count
+        drained(http, timeout=60)
+        order = arrived(receiver)
+        assert sorted(order) == sorted(f"message-{n}" for n in range(count))
+        assert order == [f"message-{n}" for n in range(count)]
+        statuses = {request.status for request in receiver.requests}
+        assert statuses >= ({413} if fault == "split" else {500})
+        if fault == "given up":
+            assert deliveries(http, "message-0")["Segment"]["attempts"] == 2
+            assert deliveries(http, f"message-{count - 1}")["Segment"]["attempts"] == 1

@@ -190,3 +190,25 @@ def test_a_batch_answered_413_is_split(start: Start) -> None:
         post(http, events(*range(8), **big))
         drained(http)
         assert sorted(hook_ids(small)) == sorted(f"message-{n}" for n in range(8))
+
+
+def test_a_split_batch_whose_first_half_is_retried_holds_back_the_rest(start: Start) -> None:
+    """A 413 splits alice's batch; its first part fits but is answered 500: the parts after it
+    are not sent until it is delivered, so her events arrive in stored order."""
+    with CaptureServer(max_body=3000) as small:
+        failures = {"left": 1}
+
+        def rule(body: bytes) -> Reply | None:
+            if b'"message-0"' in body and len(body) <= 3000 and failures["left"]:
+                failures["left"] -= 1
+                return Reply(500)
+            return None
+
+        small.rule = rule
+        big: dict[str, Any] = {"userId": "alice", "properties": {"blob": "x" * 1200}}
+        _, http = start(destinations(webhook("Hook", small, batch_size=8, **FAST)))
+        post(http, events(*range(8), **big))
+        drained(http)
+        assert hook_ids(small) == [f"message-{n}" for n in range(8)]
+        assert failures["left"] == 0
+        assert deliveries(http, "message-7")["Hook"]["attempts"] == 1

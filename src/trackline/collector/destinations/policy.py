@@ -61,6 +61,8 @@ def decide(
         return Settlement(job, Outcome.DELIVERED)
     if result.verdict is Verdict.FAILED:
         return Settlement(job, Outcome.FAILED, result.error)
+    if result.verdict is Verdict.HELD:
+        return Settlement(job, Outcome.RELEASED)
     if not counts:
         return Settlement(job, Outcome.RELEASED, result.error)
     attempts = job.attempts + 1

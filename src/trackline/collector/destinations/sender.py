@@ -26,6 +26,9 @@ class Verdict(enum.Enum):
     """Worth trying again: no answer, a timeout, 408, 429, 5xx."""
     FAILED = "failed"
     """Refused for good: trying again would fail the same way (4xx other than 408/429)."""
+    HELD = "held"
+    """Not sent: an earlier part of the same send must be retried, and a user's later events
+    may not overtake it. The job goes back to the queue with no attempt counted."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,6 +44,12 @@ class Result:
 
 
 DELIVERED: Final = Result(Verdict.DELIVERED)
+HELD: Final = Result(Verdict.HELD)
+
+
+def retrying(results: Sequence[Result]) -> bool:
+    """Whether some of `results` are to be retried: the rest of a send is then `HELD`."""
+    return any(result.verdict is Verdict.RETRY for result in results)
 
 
 def unanswered(error: str) -> Result:

@@ -17,19 +17,19 @@ router's policy (backoff, retry window, waiting out an outage) takes over.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import orjson
 
 from trackline.client import Client
 from trackline.collector.destinations.config import TrackingApiSettings
-from trackline.collector.destinations.sender import DELIVERED, Result, Verdict
+from trackline.collector.destinations.sender import DELIVERED, HELD, Result, Verdict, retrying
 from trackline.collector.store import Job
 from trackline.errors import DeliveryError
 from trackline.stats import DropReason
 from trackline.transport import RelayTransport
-from trackline.wire import HOP_FIELDS
+from trackline.wire import BATCH_ROOM, HOP_FIELDS, MAX_BATCH_MESSAGES, batch_bytes
 
 #: Drop reasons that mean the receiver refused the message for good.
 _REFUSED: Final = frozenset({DropReason.REJECTED, DropReason.UNAUTHORIZED, DropReason.TOO_LARGE})
@@ -43,17 +43,41 @@ def forwarded(body: str) -> bytes:
     return orjson.dumps(message)
 
 
+def requests(bodies: Sequence[bytes]) -> Iterator[tuple[int, int]]:
+    """`(start, end)` of each run of `bodies` that makes one request: the most messages, in
+    order, that the client's engine puts in one batch (at least one)."""
+    start = 0
+    while start < len(bodies):
+        end, size = start + 1, len(bodies[start])
+        while end < len(bodies) and end - start < MAX_BATCH_MESSAGES:
+            size += len(bodies[end])
+            if batch_bytes(size, end + 1 - start) > BATCH_ROOM:
+                break
+            end += 1
+        yield start, end
+        start = end
+
+
 class TrackingApiSender:
     """Forwards through one `Client`: its `on_error` callback names each message dropped,
     and once `flush()` says all of them are settled, every other one was delivered (so no
-    `on_success`, which would decode every delivered message)."""
+    `on_success`, which would decode every delivered message).
+
+    A send goes one request at a time, in the order of the jobs, each flushed and settled
+    before the next is queued: a request retried or split after a 413 holds back the ones
+    behind it, and once one is to be retried the rest of the send is `HELD` (back to the
+    queue unsent), so a user's events arrive in the order they were stored. A client with
+    several workers let a later request overtake one being retried. Requests in parallel come
+    from the destination's `concurrency` instead: each router worker has its own sender, and
+    the store never hands two of them events of the same user at once.
+    """
 
     def __init__(self, settings: TrackingApiSettings, *, timeout: float, batch_size: int) -> None:
         delivery_timeout = max(30.0, 3 * timeout)
         self._wait = delivery_timeout + timeout + 5.0
         self._lock = threading.Lock()
         self._outcomes: dict[str, Result] = {}
-        workers = 4
+        workers = 1
         self._client = Client(
             settings.write_key,
             host=settings.host,
@@ -68,6 +92,9 @@ class TrackingApiSender:
             max_queue_size=max(10_000, 2 * batch_size),
             max_queue_bytes=256 * 1024 * 1024,
             workers=workers,
+            # The worker takes a batch only when `send` flushes one request's worth.
+            flush_at=MAX_BATCH_MESSAGES,
+            flush_interval=24 * 3600.0,
             max_retries=3,
             delivery_timeout=delivery_timeout,
             backoff_base=0.5,
@@ -86,8 +113,19 @@ class TrackingApiSender:
                 self._outcomes[message["messageId"]] = result
 
     def send(self, jobs: Sequence[Job]) -> list[Result]:
-        for job in jobs:
-            self._client.forward(forwarded(job.body))
+        bodies = [forwarded(job.body) for job in jobs]
+        results: list[Result] = []
+        for start, end in requests(bodies):
+            for body in bodies[start:end]:
+                self._client.forward(body)
+            part = self._settled(jobs[start:end])
+            results += part
+            if retrying(part):
+                return results + [HELD] * (len(jobs) - end)
+        return results
+
+    def _settled(self, jobs: Sequence[Job]) -> list[Result]:
+        """The results of `jobs` once the client has settled them (or the wait ran out)."""
         finished = self._client.flush(self._wait)
         with self._lock:
             outcomes, self._outcomes = self._outcomes, {}

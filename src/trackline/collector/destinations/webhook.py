@@ -6,7 +6,9 @@ the event's messageId for a single event (in a batch, each event's own `messageI
 and `X-Signature: sha256=<hex HMAC-SHA256 of the exact body>` when a `secret` is set, so the
 receiver can check the body came from us. TLS certificates are verified; redirects are not
 followed (a webhook that moved is a configuration error, and a redirect could leak the body).
-A 413 splits a batch in halves; a single event answered 413 fails.
+A 413 splits a batch in halves, sent in order: when the first half is to be retried, the
+second is held back unsent, so no event overtakes an earlier one; a single event answered 413
+fails.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import urllib3
 
 from trackline.collector.destinations.config import WebhookSettings
 from trackline.collector.destinations.sender import (
+    HELD,
     Result,
     Verdict,
     describe_http_error,
     http_result,
+    retrying,
     unanswered,
 )
 from trackline.collector.store import Job
@@ -53,8 +57,12 @@ class WebhookSender:
         result = self._post(jobs)
         if result is None:  # too large
             if len(jobs) > 1:
+                # The halves go in order, the second only once the first is settled.
                 middle = len(jobs) // 2
-                return self.send(jobs[:middle]) + self.send(jobs[middle:])
+                first = self.send(jobs[:middle])
+                if retrying(first):
+                    return first + [HELD] * (len(jobs) - middle)
+                return first + self.send(jobs[middle:])
             result = Result(Verdict.FAILED, f"HTTP {_TOO_LARGE}: the event alone is too large")
         return [result] * len(jobs)
 
