@@ -1,7 +1,7 @@
 """The tracking-api kind against a second trackline collector: forwarded messages keep their
 messageId, timestamps and context; a refusal (wrong write key) fails the jobs at once; a
 receiver that is down is waited for; one user's events arrive in stored order while a request
-is retried or split."""
+is retried or split, and other users' go on meanwhile."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.collector.conftest import Http
+from tests.collector.conftest import Http, message
 from tests.collector.destinations.conftest import (
     FAST,
     deliveries,
@@ -25,7 +25,8 @@ from tests.collector.destinations.conftest import (
 )
 from tests.support.capture import CaptureServer, Reply
 from trackline.collector import RunningCollector, serve
-from trackline.collector.destinations.tracking_api import forwarded, requests
+from trackline.collector.destinations.tracking_api import LANES, forwarded, requests
+from trackline.collector.store.jobs import order_key
 from trackline.wire import BATCH_ROOM, MAX_BATCH_MESSAGES, batch_bytes
 
 Start = Callable[..., tuple[RunningCollector, Http]]
@@ -165,3 +166,44 @@ def test_one_users_events_arrive_in_stored_order(start: Start, tmp_path: Path, f
         if fault == "given up":
             assert deliveries(http, "message-0")["Segment"]["attempts"] == 2
             assert deliveries(http, f"message-{count - 1}")["Segment"]["attempts"] == 1
+
+
+def test_another_users_events_go_on_while_one_request_waits_for_a_retry(
+    start: Start, tmp_path: Path
+) -> None:
+    """alice's and bob's events, interleaved, go out in one send through different lanes;
+    alice's first request is given up by the client's retries and waits for the router's.
+    bob's events are delivered meanwhile at their first attempt, and each user's arrive in
+    stored order."""
+    assert order_key("alice", None) % LANES != order_key("bob", None) % LANES
+    count = 400
+    users = {n: "alice" if n % 2 == 0 else "bob" for n in range(count)}
+    with serve(tmp_path / "events.sqlite3") as earlier:
+        for at in range(0, count, 100):
+            batch = [
+                message(n, userId=users[n], properties={"pad": "x" * 2000})
+                for n in range(at, at + 100)
+            ]
+            post(Http(earlier.url), batch)
+    with CaptureServer() as receiver:
+        failures = {"left": 4}
+
+        def rule(body: bytes) -> Reply | None:
+            if b'"message-0"' in body and failures["left"]:
+                failures["left"] -= 1
+                return Reply(500)
+            return None
+
+        receiver.rule = rule
+        _, http = start(destinations(tracking_api(receiver.url, gzip=False, **FAST)))
+        assert http.post("/api/destinations/Segment/replay", None, raw=b"").json["queued"] == count
+        drained(http, timeout=60)
+        order = arrived(receiver)
+        for user in ("alice", "bob"):
+            mine = [f"message-{n}" for n in range(count) if users[n] == user]
+            assert [message_id for message_id in order if message_id in mine] == mine
+        assert failures["left"] == 0
+        assert deliveries(http, "message-0")["Segment"]["attempts"] == 2
+        assert {
+            deliveries(http, f"message-{n}")["Segment"]["attempts"] for n in range(1, count, 2)
+        } == {1}

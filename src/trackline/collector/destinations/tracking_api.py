@@ -16,6 +16,7 @@ router's policy (backoff, retry window, waiting out an outage) takes over.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
@@ -58,7 +59,48 @@ def requests(bodies: Sequence[bytes]) -> Iterator[tuple[int, int]]:
         start = end
 
 
+#: Requests a sender has in flight at once, each from its own lane: a lane takes the jobs of
+#: some users (by `order_key`) and sends them one request at a time, so each user's events
+#: keep their order while other users' go alongside. Against a Tracking API 50 ms away, one
+#: lane forwarded about 10,000 events/s (a 500 KB request per round trip).
+LANES: Final = 4
+
+
 class TrackingApiSender:
+    """Forwards a send's jobs through `LANES` lanes at once, each user's jobs all in one lane,
+    and gathers every job's result."""
+
+    def __init__(self, settings: TrackingApiSettings, *, timeout: float, batch_size: int) -> None:
+        self._lanes = [_Lane(settings, timeout, batch_size) for _ in range(LANES)]
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            LANES, thread_name_prefix="trackline-forward"
+        )
+
+    def send(self, jobs: Sequence[Job]) -> list[Result]:
+        shares: list[list[int]] = [[] for _ in self._lanes]
+        for index, job in enumerate(jobs):
+            shares[job.order_key % LANES].append(index)
+        running = [
+            (share, self._pool.submit(lane.send, [jobs[index] for index in share]))
+            for lane, share in zip(self._lanes, shares, strict=True)
+            if share
+        ]
+        results = [HELD] * len(jobs)
+        for share, future in running:
+            for index, result in zip(share, future.result(), strict=True):
+                results[index] = result
+        return results
+
+    def idle(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for lane in self._lanes:
+            lane.close()
+
+
+class _Lane:
     """Forwards through one `Client`: its `on_error` callback names each message dropped,
     and once `flush()` says all of them are settled, every other one was delivered (so no
     `on_success`, which would decode every delivered message).
@@ -67,12 +109,10 @@ class TrackingApiSender:
     before the next is queued: a request retried or split after a 413 holds back the ones
     behind it, and once one is to be retried the rest of the send is `HELD` (back to the
     queue unsent), so a user's events arrive in the order they were stored. A client with
-    several workers let a later request overtake one being retried. Requests in parallel come
-    from the destination's `concurrency` instead: each router worker has its own sender, and
-    the store never hands two of them events of the same user at once.
+    several workers let a later request overtake one being retried.
     """
 
-    def __init__(self, settings: TrackingApiSettings, *, timeout: float, batch_size: int) -> None:
+    def __init__(self, settings: TrackingApiSettings, timeout: float, batch_size: int) -> None:
         delivery_timeout = max(30.0, 3 * timeout)
         self._wait = delivery_timeout + timeout + 5.0
         self._lock = threading.Lock()
@@ -136,9 +176,6 @@ class TrackingApiSender:
             else Result(Verdict.RETRY, "no answer within the delivery deadline", answered=False)
         )
         return [outcomes.get(job.message_id, otherwise) for job in jobs]
-
-    def idle(self) -> None:
-        pass
 
     def close(self) -> None:
         self._client.shutdown(timeout=1.0)
