@@ -13,7 +13,7 @@ import pytest
 
 from tests.collector.conftest import Http, message
 from tests.collector.destinations.pg import pg_schema  # noqa: F401 (a fixture)
-from tests.support.capture import Captured, CaptureServer
+from tests.support.capture import Captured, CaptureServer, Reply
 from trackline.collector import RunningCollector, serve
 from trackline.collector.destinations import DestinationConfig, parse
 
@@ -89,6 +89,21 @@ def drained(http: Http, timeout: float = 20.0) -> dict[str, dict[str, Any]]:
 
     result: dict[str, dict[str, Any]] = wait_until(quiet, timeout, "the queues to drain")
     return result
+
+
+def fail_first(server: CaptureServer, times: int, *, within: int | None = None) -> dict[str, int]:
+    """Make `server` answer 500 to the first `times` requests carrying message-0 (of at most
+    `within` bytes, when given); `["left"]` of the answer counts the 500s still to give."""
+    failures = {"left": times}
+
+    def rule(body: bytes) -> Reply | None:
+        if b'"message-0"' in body and failures["left"] and len(body) <= (within or len(body)):
+            failures["left"] -= 1
+            return Reply(500)
+        return None
+
+    server.rule = rule
+    return failures
 
 
 def deliveries(http: Http, message_id: str) -> dict[str, dict[str, Any]]:

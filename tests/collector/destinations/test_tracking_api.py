@@ -21,9 +21,10 @@ from tests.collector.destinations.conftest import (
     destinations,
     drained,
     events,
+    fail_first,
     post,
 )
-from tests.support.capture import CaptureServer, Reply
+from tests.support.capture import CaptureServer
 from trackline.collector import RunningCollector, serve
 from trackline.collector.destinations.tracking_api import LANES, forwarded, requests
 from trackline.collector.store.jobs import order_key
@@ -131,6 +132,25 @@ def arrived(server: CaptureServer) -> list[str]:
     ]
 
 
+def replayed(
+    start: Start, tmp_path: Path, users: list[str], receiver: CaptureServer
+) -> tuple[int, Http]:
+    """Events 0, 1, ... of `users` (one each, in turn), stored by a collector with no
+    destination, then replayed by one forwarding to `receiver`: they go out in sends of
+    several requests' worth. The number of events and the second collector."""
+    count = len(users)
+    with serve(tmp_path / "events.sqlite3") as earlier:
+        for at in range(0, count, 100):
+            batch = [
+                message(n, userId=users[n], properties={"pad": "x" * 2000})
+                for n in range(at, min(at + 100, count))
+            ]
+            post(Http(earlier.url), batch)
+    _, http = start(destinations(tracking_api(receiver.url, gzip=False, **FAST)))
+    assert http.post("/api/destinations/Segment/replay", None, raw=b"").json["queued"] == count
+    return count, http
+
+
 @pytest.mark.parametrize("fault", ["retried", "given up", "split"])
 def test_one_users_events_arrive_in_stored_order(start: Start, tmp_path: Path, fault: str) -> None:
     """A thousand of alice's events, replayed from the store, go out in one send of several
@@ -139,24 +159,10 @@ def test_one_users_events_arrive_in_stored_order(start: Start, tmp_path: Path, f
     later request overtakes one held up. Answered 500 four times, the first request is given
     up by the client's own retries: the rest of the send is held back unsent until the router
     has retried it."""
-    count = 1000
-    padded = {"userId": "alice", "properties": {"pad": "x" * 2000}}
-    with serve(tmp_path / "events.sqlite3") as earlier:
-        for at in range(0, count, 100):
-            post(Http(earlier.url), events(*range(at, at + 100), **padded))
     limit = 100_000 if fault == "split" else None
     with CaptureServer(max_body=limit) as receiver:
-        first = {"left": {"retried": 1, "given up": 4, "split": 0}[fault]}
-
-        def rule(body: bytes) -> Reply | None:
-            if b'"message-0"' in body and first["left"]:
-                first["left"] -= 1
-                return Reply(500)
-            return None
-
-        receiver.rule = rule
-        _, http = start(destinations(tracking_api(receiver.url, gzip=False, **FAST)))
-        assert http.post("/api/destinations/Segment/replay", None, raw=b"").json["queued"] == count
+        fail_first(receiver, {"retried": 1, "given up": 4, "split": 0}[fault])
+        count, http = replayed(start, tmp_path, ["alice"] * 1000, receiver)
         drained(http, timeout=60)
         order = arrived(receiver)
         assert sorted(order) == sorted(f"message-{n}" for n in range(count))
@@ -176,27 +182,10 @@ def test_another_users_events_go_on_while_one_request_waits_for_a_retry(
     bob's events are delivered meanwhile at their first attempt, and each user's arrive in
     stored order."""
     assert order_key("alice", None) % LANES != order_key("bob", None) % LANES
-    count = 400
-    users = {n: "alice" if n % 2 == 0 else "bob" for n in range(count)}
-    with serve(tmp_path / "events.sqlite3") as earlier:
-        for at in range(0, count, 100):
-            batch = [
-                message(n, userId=users[n], properties={"pad": "x" * 2000})
-                for n in range(at, at + 100)
-            ]
-            post(Http(earlier.url), batch)
+    users = ["alice", "bob"] * 200
     with CaptureServer() as receiver:
-        failures = {"left": 4}
-
-        def rule(body: bytes) -> Reply | None:
-            if b'"message-0"' in body and failures["left"]:
-                failures["left"] -= 1
-                return Reply(500)
-            return None
-
-        receiver.rule = rule
-        _, http = start(destinations(tracking_api(receiver.url, gzip=False, **FAST)))
-        assert http.post("/api/destinations/Segment/replay", None, raw=b"").json["queued"] == count
+        failures = fail_first(receiver, 4)
+        count, http = replayed(start, tmp_path, users, receiver)
         drained(http, timeout=60)
         order = arrived(receiver)
         for user in ("alice", "bob"):

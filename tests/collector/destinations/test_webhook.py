@@ -18,6 +18,7 @@ from tests.collector.destinations.conftest import (
     destinations,
     drained,
     events,
+    fail_first,
     hook_events,
     hook_ids,
     post,
@@ -139,15 +140,7 @@ def test_one_users_events_arrive_in_stored_order_while_one_is_retried(
     start: Start, hook: CaptureServer
 ) -> None:
     """alice's first event fails twice: her later events wait for it; bob's go on."""
-    failures = {"left": 2}
-
-    def rule(body: bytes) -> Reply | None:
-        if b'"message-0"' in body and failures["left"]:
-            failures["left"] -= 1
-            return Reply(500)
-        return None
-
-    hook.rule = rule
+    fail_first(hook, 2)
     _, http = start(destinations(webhook("Hook", hook, concurrency=2, **FAST)))
     batch = [
         *events(0, 1, 2, userId="alice"),
@@ -196,15 +189,7 @@ def test_a_split_batch_whose_first_half_is_retried_holds_back_the_rest(start: St
     """A 413 splits alice's batch; its first part fits but is answered 500: the parts after it
     are not sent until it is delivered, so her events arrive in stored order."""
     with CaptureServer(max_body=3000) as small:
-        failures = {"left": 1}
-
-        def rule(body: bytes) -> Reply | None:
-            if b'"message-0"' in body and len(body) <= 3000 and failures["left"]:
-                failures["left"] -= 1
-                return Reply(500)
-            return None
-
-        small.rule = rule
+        failures = fail_first(small, 1, within=3000)
         big: dict[str, Any] = {"userId": "alice", "properties": {"blob": "x" * 1200}}
         _, http = start(destinations(webhook("Hook", small, batch_size=8, **FAST)))
         post(http, events(*range(8), **big))
