@@ -1,7 +1,7 @@
 """A NUL (U+0000) over HTTP, from a collector on every engine: in an indexed field it rejects
-its message alone, and anywhere else in a message it is stored and read back as sent.
-PostgreSQL's text cannot hold a NUL where SQLite's can; the answers are the same. Runs once
-per engine in `ENGINES`."""
+its message alone, anywhere else in a message it is stored and read back as sent, and in a
+read's filter or path it is a 400 naming the parameter. PostgreSQL's text cannot hold a NUL
+where SQLite's can; the answers are the same. Runs once per engine in `ENGINES`."""
 
 from __future__ import annotations
 
@@ -78,3 +78,21 @@ def test_a_nul_elsewhere_in_a_message_is_stored_and_read_back(served: Http) -> N
     [listed] = served.events("?user_id=user-1")
     assert (listed["properties"], listed["context"]["page"]) == (properties, page)
     assert ids(served, "&user_id=back%5Cslash%5Cu0000&event=back%5Cslash%5Cu0000") == ["message-3"]
+
+
+def test_a_nul_in_a_read_is_a_400_naming_the_parameter(served: Http) -> None:
+    """A NUL in a text filter of `/api/events` (pages or export), or in the messageId of an
+    event's path, is answered 400 naming it; the store is not asked and reads on."""
+    assert served.post("/v1/batch", {"batch": [message(1)]}).status == 200
+    for name in ("user_id", "anonymous_id", "event", "source", "q"):
+        for extra in ("", "&format=ndjson"):
+            answer = served.get(f"/api/events?{name}=user-1%00{extra}")
+            expected = {"code": "invalid_parameter", "message": f"{name} {NO_NUL}"}
+            assert (answer.status, answer.json) == (400, expected), (name, extra)
+    for path in ("/api/events/message-1%00", "/api/events/message-1%00/deliveries"):
+        answer = served.get(path)
+        expected = {"code": "invalid_parameter", "message": f"messageId {NO_NUL}"}
+        assert (answer.status, answer.json) == (400, expected), path
+    assert ids(served, "&user_id=user-1") == ["message-1"]
+    assert served.get("/api/events/message-1").status == 200
+    assert served.get("/api/events/message-1/deliveries").status == 200
