@@ -16,6 +16,7 @@ from trackline.collector.ingest import (
     MAX_REQUEST_BYTES,
     BodyReader,
     Envelope,
+    Rejection,
     RequestRejected,
     format_timestamp,
     is_gzip,
@@ -287,6 +288,54 @@ def test_unrepresentable_values_reject_only_their_message() -> None:
     processed = process(parse_batch(body), source="k", received_at=RECEIVED)
     assert [r.code for r in processed.rejections] == ["invalid_value", "invalid_value"]
     assert len(processed.rows) == 1
+
+
+#: A message with a NUL in each indexed field, and the field the rejection must name.
+NUL_IN_INDEXED_FIELDS = {
+    "messageId": message(messageId="message-\x00"),
+    "userId": message(userId="user\x00"),
+    "anonymousId": message(anonymousId="\x00"),
+    "event": message(event="Item\x00Purchased"),
+    "name": {"type": "page", "anonymousId": "a", "name": "Home\x00"},
+    # Refused whatever the type: a track's name is not indexed, but the rule is one for all.
+    "name of a track": message(name="\x00Home"),
+}
+
+
+@pytest.mark.parametrize("case", NUL_IN_INDEXED_FIELDS)
+def test_a_nul_in_an_indexed_field_rejects_its_message_alone(case: str) -> None:
+    """PostgreSQL's text cannot hold NUL: a message with one in messageId, userId,
+    anonymousId, event or name is rejected, naming the field, and its neighbours are stored."""
+    batch = [message(1), NUL_IN_INDEXED_FIELDS[case], message(2)]
+    processed = process(Envelope(batch), source="key", received_at=RECEIVED)
+    assert [row.message_id for row in processed.rows] == ["message-1", "message-2"]
+    field = case.split()[0]
+    assert processed.rejections == [
+        Rejection(1, "invalid_field", f"{field} must not contain the NUL character (U+0000)")
+    ]
+
+
+def test_a_nul_anywhere_else_and_backslashes_are_stored_as_sent() -> None:
+    """A NUL in properties, traits, context, a key or an unindexed field is kept; so are
+    indexed fields holding backslashes or the six characters `\\u0000`, which the stored JSON
+    escapes but which hold no NUL."""
+    sent = [
+        message(1, properties={"note": "a\x00b", "k\x00ey": ["\x00"]}, context={"x": "\x00"}),
+        {"type": "identify", "userId": "u", "traits": {"name": "\x00"}, "messageId": "m-2"},
+        {"type": "group", "userId": "u", "groupId": "g\x00", "category": "\x00"},
+        message(4, userId="back\\slash", event="E\\u0000", anonymousId='"quoted"'),
+    ]
+    kept = stored(Envelope(sent))
+    for before, after in zip(sent, kept, strict=True):
+        assert {key: after[key] for key in before if key != "messageId"} == {
+            key: value for key, value in before.items() if key != "messageId"
+        }
+    rows = process(Envelope(sent[3:]), source="key", received_at=RECEIVED).rows
+    assert (rows[0].user_id, rows[0].event, rows[0].anonymous_id) == (
+        "back\\slash",
+        "E\\u0000",
+        '"quoted"',
+    )
 
 
 def test_timestamps_are_written_utc_with_milliseconds() -> None:

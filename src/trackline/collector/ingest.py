@@ -44,6 +44,14 @@ _STRING_FIELDS: Final = (
     "groupId",
     "previousId",
 )
+#: The fields whose value goes to an indexed column too (see `Row`: `event` or `name` by the
+#: type), where `GET /api/events`'s filters look. PostgreSQL's `text` cannot hold NUL, so on
+#: every store a NUL in one of them rejects its message, whatever its type; anywhere else a
+#: NUL is kept, escaped in the stored JSON as `\u0000`.
+INDEXED_FIELDS: Final = ("messageId", "userId", "anonymousId", "event", "name")
+#: The end of the error for a NUL where no store can hold one: after a field or parameter name.
+NO_NUL: Final = "must not contain the NUL character (U+0000)"
+_BACKSLASH: Final = ord("\\")
 
 
 class RequestRejected(Exception):
@@ -327,6 +335,16 @@ def _check(message: Any, route_type: str | None) -> str:
     return kind
 
 
+def _nul_field(message: Mapping[str, Any]) -> str:
+    """The first of `INDEXED_FIELDS` whose value holds a NUL, for a message known to have
+    one; their values are strings or None by now (`_check`)."""
+    for field in INDEXED_FIELDS:
+        value = message.get(field)
+        if value and "\x00" in value:
+            return field
+    raise AssertionError("no indexed field holds a NUL")
+
+
 def _merged(outer: Mapping[str, Any] | None, inner: Any) -> Any:
     if not outer:
         return inner
@@ -429,22 +447,36 @@ def _enrich(message: Any, request: _Request) -> Row:
             "invalid_value",
             "a value cannot be stored as JSON (an unpaired surrogate, or a number no double holds)",
         ) from None
+    user_id = message.get("userId") or None
+    anonymous_id = message.get("anonymousId") or None
+    event = message.get("event") or None
+    name = message.get("name") or None
+    # JSON writes a NUL as `\u0000`, so a stored form with no backslash, as most are, holds
+    # none: the common message pays one byte search (a byte as an int: the quickest), one
+    # with a backslash a look at the values in hand, and only one with a NUL the table walk.
+    if _BACKSLASH in body and (
+        "\x00" in message_id
+        or (user_id is not None and "\x00" in user_id)
+        or (anonymous_id is not None and "\x00" in anonymous_id)
+        or (event is not None and "\x00" in event)
+        or (name is not None and "\x00" in name)
+    ):
+        raise _Invalid("invalid_field", f"{_nul_field(message)} {NO_NUL}")
     # Enrichment only adds to a message (writeKey aside), so a stored form within the limit
     # proves the message as sent was within it; only a large one is measured again.
     if len(body) > MAX_MESSAGE_BYTES:
         sent_form = {key: value for key, value in message.items() if key != "writeKey"}
         if len(orjson.dumps(sent_form)) > MAX_MESSAGE_BYTES:
             raise _Invalid("message_too_large", f"the message is over {MAX_MESSAGE_BYTES} bytes")
-    name = message.get("event") if kind == "track" else message.get("name")
     # Positional, past NamedTuple's Python-level __new__: this runs once per message.
     return _new_row(
         Row,
         (
             message_id,
             kind,
-            message.get("userId") or None,
-            message.get("anonymousId") or None,
-            name or None,
+            user_id,
+            anonymous_id,
+            event if kind == "track" else name,
             request.source,
             request.received,
             stamp,

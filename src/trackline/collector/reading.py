@@ -18,6 +18,7 @@ from typing import Final
 import anyio
 import orjson
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -25,6 +26,7 @@ from trackline.collector import answers, cursor, limits
 from trackline.collector.access import Origins, ReadAccess, caller, is_loopback
 from trackline.collector.ingest import (
     MESSAGE_TYPES,
+    NO_NUL,
     RequestRejected,
     format_timestamp,
     parse_timestamp,
@@ -113,7 +115,7 @@ class Reads:
         if kind is not None and kind not in MESSAGE_TYPES:
             message = f"type must be one of {sorted(MESSAGE_TYPES)}"
             raise RequestRejected(400, "invalid_parameter", message)
-        q = params.get("q") or None
+        q = _text(params, "q")
         if q is not None and len(q) > MAX_QUERY_CHARS:
             message = f"q must be at most {MAX_QUERY_CHARS} characters"
             raise RequestRejected(400, "invalid_parameter", message)
@@ -123,10 +125,10 @@ class Reads:
             raise RequestRejected(400, "invalid_parameter", f"since: {exc}") from None
         query = EventQuery(
             type=kind,
-            user_id=params.get("user_id") or None,
-            anonymous_id=params.get("anonymous_id") or None,
-            event=params.get("event") or None,
-            source=params.get("source") or None,
+            user_id=_text(params, "user_id"),
+            anonymous_id=_text(params, "anonymous_id"),
+            event=_text(params, "event"),
+            source=_text(params, "source"),
             q=q,
             since=None if moment is None else format_timestamp(moment),
             limit=min(limit, MAX_EVENTS_LIMIT),
@@ -189,6 +191,8 @@ class Reads:
             if refused is not None:
                 return refused
             message_id = request.path_params["message_id"]
+            if (refusal := message_id_refusal(message_id)) is not None:
+                return refusal
             body = await run_in_threadpool(self.storage.event, message_id)
         if body is None:
             return answers.error(404, "not_found", f"no event with messageId {message_id[:100]!r}")
@@ -281,6 +285,26 @@ class Reads:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+def _text(params: QueryParams, name: str) -> str | None:
+    """The text filter `name`, None when absent or empty; raises 400 for a NUL. Ingest keeps
+    NUL out of the columns these filters compare (`ingest.INDEXED_FIELDS`) and the stored JSON
+    escapes it, so none could match, and PostgreSQL cannot be sent one: a 400 naming the
+    parameter, on every store alike, rather than a read that fails on one of them."""
+    value = params.get(name) or None
+    if value is not None and "\x00" in value:
+        raise RequestRejected(400, "invalid_parameter", f"{name} {NO_NUL}")
+    return value
+
+
+def message_id_refusal(message_id: str) -> Response | None:
+    """The 400 for a messageId taken from a path that holds a NUL, or None. No store is asked:
+    ingest refuses such a messageId on every store and PostgreSQL cannot be sent one, and a
+    400 says the id itself is wrong where a 404 would say it is not stored (yet)."""
+    if "\x00" in message_id:
+        return answers.error(400, "invalid_parameter", f"messageId {NO_NUL}")
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from trackline.collector import answers
 from trackline.collector.ingest import format_timestamp, parse_timestamp
+from trackline.collector.reading import message_id_refusal
 from trackline.collector.store import StorageError
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ def routes(collector: _Collector) -> list[Route]:
             if refused is not None:
                 return refused
             message_id = request.path_params["message_id"]
+            if (refusal := message_id_refusal(message_id)) is not None:
+                return refusal
             found = await run_in_threadpool(collector.storage.deliveries, message_id)
         if found is None:
             return answers.error(404, "not_found", f"no event with messageId {message_id[:100]!r}")
