@@ -327,3 +327,17 @@ def test_a_job_ended_is_never_claimed_again(store: Store, outcome: Outcome) -> N
     store.write(rows(1), routes=[("Hook",)])
     settle(store, store.claim("Hook", 1, LEASE), outcome, error="x")
     assert store.claim("Hook", 1, LEASE) == []
+
+
+def test_an_error_holding_a_nul_is_kept_with_a_replacement_character(store: Store) -> None:
+    """A destination's answer may hold a NUL, which PostgreSQL text cannot: its error is kept
+    on every store with U+FFFD in its place, and the settlement goes through."""
+    store.write(rows(1), routes=[("Hook",)])
+    jobs = store.claim("Hook", 1, LEASE)
+    later = time.time() + 3600
+    assert settle(store, jobs, Outcome.RETRY, error="HTTP 500: a\x00b", retry_at=later) == 1
+    assert store.deliveries("message-1") == [
+        EventDelivery("Hook", JobStatus.RETRYING, 1, "HTTP 500: a\ufffdb", None)
+    ]
+    (counted,) = store.destination_counts()
+    assert counted.last_error == "HTTP 500: a\ufffdb"

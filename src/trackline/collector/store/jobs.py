@@ -21,13 +21,23 @@ import dataclasses
 import enum
 import hashlib
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 #: The destinations one stored event is queued for, by name; () routes it nowhere.
 Route = tuple[str, ...]
 #: One route per row of a write; None where `integrations` was malformed: routed nowhere and
 #: counted (`Stats.unroutable`).
 Routes = Sequence[Route | None]
+
+
+#: Longest error text kept per job.
+MAX_ERROR_CHARS: Final = 500
+
+
+def error_text(error: str | None) -> str | None:
+    """A settlement's error as the stores keep it: cut to `MAX_ERROR_CHARS`, a NUL (which a
+    destination's answer may hold and PostgreSQL text cannot) as U+FFFD, alike on every store."""
+    return None if error is None else error[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
 
 
 def order_key(user_id: str | None, anonymous_id: str | None) -> int:

@@ -51,6 +51,7 @@ from trackline.collector.store.jobs import (
     Outcome,
     Route,
     Settlement,
+    error_text,
     order_key,
 )
 
@@ -98,8 +99,6 @@ _MAX_SCAN_PAGE: Final = 5000
 #: Events one replay step reads (on the caller's thread) and queues (in one transaction on
 #: the writer), so a large backfill never holds up ingest for long.
 REPLAY_CHUNK: Final = 5000
-#: Longest error text kept per job.
-MAX_ERROR_CHARS: Final = 500
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,10 +109,6 @@ def _insert_jobs_sql(rows: int) -> str:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
-def _error_text(error: str | None) -> str | None:
-    return None if error is None else error[:MAX_ERROR_CHARS]
 
 
 @dataclasses.dataclass(slots=True)
@@ -324,7 +319,7 @@ class SQLiteJobs:
                 released.append((settlement.retry_at or 0.0, destination, job.id))
                 continue
             attempts = job.attempts + 1
-            error = _error_text(settlement.error)
+            error = error_text(settlement.error)
             if outcome is Outcome.RETRY:
                 retried.append(
                     (

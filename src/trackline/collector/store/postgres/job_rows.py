@@ -18,8 +18,6 @@ from trackline.collector.store.postgres.schema import LOCK_SPACE, SCHEMA
 #: First key of the advisory locks that make one destination's claims and settlements take
 #: turns (the second key is the destination's id).
 JOBS_LOCK_SPACE: Final = LOCK_SPACE + 1
-#: Longest error text kept per job.
-MAX_ERROR_CHARS: Final = 500
 
 #: A status row's state; `claimed` is held until its lease ends; the rest as `JobStatus`.
 CLAIMED: Final = "claimed"
@@ -52,10 +50,6 @@ LATEST: Final = f"""LEFT JOIN LATERAL (
     ORDER BY s.seq DESC LIMIT 1
 ) AS st ON true"""
 ISO: Final = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
-
-
-def error_text(error: str | None) -> str | None:
-    return None if error is None else error[:MAX_ERROR_CHARS]
 
 
 @dataclasses.dataclass(slots=True)

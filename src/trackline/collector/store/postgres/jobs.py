@@ -18,7 +18,7 @@ hold with many processes and for months:
   cost follows the queue, not the history (`job_claims.py`).
 - Counts by state are appended deltas (`job_counts`), folded by maintenance.
 - Dead letters are jobs whose newest status is `failed`, with their attempts and last error
-  (cut to `job_rows.MAX_ERROR_CHARS`). They are kept as long as their partition: `--retention`
+  (cut to `store.jobs.MAX_ERROR_CHARS`). They are kept as long as their partition: `--retention`
   bounds them, each costing one status row. Jobs still owed when retention drops their
   partition are counted failed, with the reason as their destination's last error.
 """
@@ -34,7 +34,14 @@ from typing import Any
 import psycopg
 
 from trackline.collector.ingest import Row
-from trackline.collector.store.jobs import Job, Outcome, Route, Settlement, order_key
+from trackline.collector.store.jobs import (
+    Job,
+    Outcome,
+    Route,
+    Settlement,
+    error_text,
+    order_key,
+)
 from trackline.collector.store.postgres import job_reads, job_replay
 from trackline.collector.store.postgres.job_claims import Claims
 from trackline.collector.store.postgres.job_rows import (
@@ -49,7 +56,6 @@ from trackline.collector.store.postgres.job_rows import (
     Destinations,
     append_counts,
     append_statuses,
-    error_text,
 )
 from trackline.collector.store.postgres.schema import SCHEMA
 
