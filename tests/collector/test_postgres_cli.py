@@ -21,6 +21,7 @@ from tests.collector.conftest import Http, message
 from tests.collector.test_cli import Process
 from tests.reliability.test_postgres_faults import children, stop
 from tests.support.capture import CaptureServer
+from trackline.collector.destinations.files import LOCK_NAME
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,19 +49,6 @@ def test_what_sqlite_cannot_do_is_refused_with_one_line(
     assert done.returncode == code
     assert says in done.stderr
     assert done.stdout == ""
-
-
-def test_several_processes_refuse_a_file_destination(tmp_path: Path) -> None:
-    """A file destination is written by one process: `--processes 2` with one configured is
-    refused with one line, before any database is touched."""
-    config = tmp_path / "trackline.toml"
-    config.write_text('[[destination]]\nname = "Files"\nkind = "file"\npath = "out"\n')
-    url = "postgresql://nobody@127.0.0.1:1/none"
-    done = run_cli(
-        "collector", "--port", "0", "--db", url, "--processes", "2", "--config", str(config)
-    )
-    assert done.returncode == 1
-    assert "a file destination is written by one process" in done.stderr
 
 
 class Stream:
@@ -205,6 +193,65 @@ def test_processes_deliver_each_event_once(
         time.sleep(0.5)  # anything delivered twice would have arrived by now
         assert sorted(capture.delivered_ids()) == sorted(f"message-{n}" for n in range(200))
         assert (counts["pending"], counts["retrying"], counts["failed"]) == (0, 0, 0)
+    finally:
+        stop(process)
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid holding a `flock` on `path`, from /proc/locks."""
+    inode = str(os.stat(path).st_ino)
+    for line in Path("/proc/locks").read_text().splitlines():
+        # 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF  (pid, device:inode)
+        fields = line.split()
+        if fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[1] == inode:
+            return int(fields[4])
+    return None
+
+
+def test_processes_share_a_file_destination_one_writing_at_a_time(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Two processes route to one file path: one holds it and writes every event once; killed,
+    the other takes the path over and writes what comes next, nothing twice."""
+    exports = tmp_path / "exports"
+    config = tmp_path / "trackline.toml"
+    config.write_text(f'[[destination]]\nname = "Files"\nkind = "file"\npath = "{exports}"\n')
+    process = Process(
+        ["collector", "--port", "0", "--db", pg_url, "--processes", "2", "--config", str(config)]
+    )
+
+    def post_and_drain(numbers: range) -> list[str]:
+        for start in range(numbers.start, numbers.stop, 10):
+            batch = [message(n) for n in range(start, start + 10)]
+            assert Http(url).post("/v1/batch", {"batch": batch}).json["accepted"] == 10
+        deadline = time.monotonic() + 30
+        while (counts := Http(url).get("/api/destinations").json[0])["delivered"] < numbers.stop:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.1)
+        return [
+            orjson.loads(line)["messageId"]
+            for part in sorted(exports.glob("*/*.ndjson*"))
+            for line in part.read_text().splitlines()
+        ]
+
+    try:
+        url = process.wait_listening()
+        deadline = time.monotonic() + 20
+        while len(children(process.proc.pid)) < 2 or Http(url).get("/healthz").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        written = post_and_drain(range(200))
+        assert sorted(written) == sorted(f"message-{n}" for n in range(200))
+        writer = _lock_holder(exports / LOCK_NAME)
+        assert writer in children(process.proc.pid)
+        os.kill(writer, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while writer in (alive := children(process.proc.pid)) or len(alive) < 2:
+            assert time.monotonic() < deadline, alive
+            time.sleep(0.05)
+        written = post_and_drain(range(200, 300))
+        assert sorted(written) == sorted(f"message-{n}" for n in range(300))
+        assert _lock_holder(exports / LOCK_NAME) not in (None, writer)
     finally:
         stop(process)
 

@@ -129,12 +129,6 @@ class CollectorSettings:
             raise ConfigError("processes", f"must be a whole number, not {self.processes!r}")
         if self.processes < 1:
             raise ConfigError("processes", f"must be at least 1, not {self.processes}")
-        if self.processes > 1 and any(d.kind == "file" and d.enabled for d in self.destinations):
-            raise ConfigError(
-                "processes",
-                "a file destination is written by one process: with several, each would "
-                "write the same files; give files a collector of their own (one process)",
-            )
         if self.processes > 1 and sqlite:
             raise ConfigError(
                 "processes",

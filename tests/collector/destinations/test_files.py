@@ -1,8 +1,13 @@
 """The file kind: NDJSON per UTC hour, the hour being written kept under a `.part` name until
-it is over, on disk before delivered, a partial last line left by a crash cut off."""
+it is over, on disk before delivered, a partial last line left by a crash cut off; one process
+writes a path at a time, and another takes over when it dies."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +19,7 @@ from tests.collector.destinations.conftest import destinations, drained, events,
 from trackline.collector import RunningCollector
 from trackline.collector.destinations.config import FileSettings
 from trackline.collector.destinations.files import FileSender
-from trackline.collector.destinations.sender import DELIVERED
+from trackline.collector.destinations.sender import DELIVERED, HELD
 from trackline.collector.store import Job
 
 
@@ -69,6 +74,7 @@ def test_a_restart_cuts_a_partial_line_and_finishes_old_hours(tmp_path: Path) ->
     (folder / "13.ndjson.part").write_bytes(b'{"messageId":"m-7"}\n{"mess')
     clock = Clock(datetime(2026, 11, 29, 13, 10, tzinfo=UTC))
     sender = FileSender(FileSettings(tmp_path), clock)
+    assert sender.ready()
     assert lines(folder / "10.ndjson") == ["m-1"]
     sender.send(jobs(8))
     assert lines(folder / "13.ndjson.part") == ["m-7", "m-8"]
@@ -96,3 +102,48 @@ def test_the_collector_writes_what_it_routes_to_files(
     written = [orjson.loads(line) for line in part.read_text().splitlines()]
     assert [event["messageId"] for event in written] == ["message-1", "message-2"]
     assert all(event["receivedAt"] for event in written)
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import orjson
+    from trackline.collector.destinations.config import FileSettings
+    from trackline.collector.destinations.files import FileSender
+    from trackline.collector.store import Job
+
+    sender = FileSender(FileSettings(Path(sys.argv[1])))
+    body = orjson.dumps({"messageId": "m-0"}).decode()
+    assert sender.ready()
+    print(sender.send([Job("Files", 0, "m-0", body, 0, 0, None, 1)])[0].verdict.value, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_one_process_writes_a_path_and_another_takes_over_when_it_dies(tmp_path: Path) -> None:
+    """Another process holds the path: this sender is not ready and writes nothing (its jobs
+    are held, unsent). Once that process is killed, this one takes the path over and appends
+    to the part file it left."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    ) as writer:
+        try:
+            assert writer.stdout is not None
+            assert writer.stdout.readline().strip() == "delivered"
+            sender = FileSender(FileSettings(tmp_path))
+            assert not sender.ready()
+            assert sender.send(jobs(1)) == [HELD]
+            (part,) = tmp_path.glob("*/*.ndjson.part")
+            assert lines(part) == ["m-0"]
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(10)
+    assert sender.ready()
+    assert sender.send(jobs(1)) == [DELIVERED]
+    assert lines(part) == ["m-0", "m-1"]
+    sender.close()
+    again = FileSender(FileSettings(tmp_path))
+    assert again.ready()
+    again.close()

@@ -7,12 +7,17 @@ crash never loses a line it reported written; a crash in the middle of a write m
 partial last line, which the next start cuts off before appending (those jobs were never
 settled and are written again: at least once, each line carrying its `messageId`).
 
-One process writes a path: two collectors sharing a store need a path each.
+One process writes a path at a time: a sender writes only while it holds an exclusive lock
+on `PATH/.trackline-writer.lock`, so of several collector processes routing to the same path
+(`--processes N`, or two collectors sharing a PostgreSQL store and a disk) one writes and the
+others claim nothing for it; when that one stops or dies, the kernel drops its lock and
+another takes over, finishing the part files it left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -20,10 +25,15 @@ from pathlib import Path
 from typing import Final
 
 from trackline.collector.destinations.config import FileSettings
-from trackline.collector.destinations.sender import DELIVERED, Result, unanswered
+from trackline.collector.destinations.sender import DELIVERED, HELD, Result, unanswered
 from trackline.collector.store import Job
+from trackline.spool.ownership import FileLock
+
+logger = logging.getLogger(__name__)
 
 PART: Final = ".part"
+#: The lock file whose holder is the one process writing a path.
+LOCK_NAME: Final = ".trackline-writer.lock"
 
 
 def _hour_file(root: Path, moment: datetime) -> Path:
@@ -68,7 +78,31 @@ class FileSender:
         self._clock = clock if clock is not None else (lambda: datetime.now(UTC))
         self._current: Path | None = None
         self._handle: int | None = None
-        self._finish_leftovers()
+        self._lock: FileLock | None = None
+        self._told = False
+
+    def ready(self) -> bool:
+        """Whether this sender holds the path's lock, taking it when it is free; the first
+        time, it finishes what earlier writers left. A path that cannot be created or locked
+        for another reason is left to `send`, which reports the error."""
+        if self._lock is not None:
+            return True
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock.take(str(self._root / LOCK_NAME), create_new=False)
+        except OSError:
+            return True
+        if lock is None:
+            if not self._told:
+                logger.info("another process writes %s; this one leaves it the writing", self._root)
+                self._told = True
+            return False
+        self._lock = lock
+        try:
+            self._finish_leftovers()
+        except OSError as exc:
+            logger.warning("finishing the part files left in %s failed: %s", self._root, exc)
+        return True
 
     def _finish_leftovers(self) -> None:
         """Part files of past hours (a crash, a stop) become final files now."""
@@ -119,6 +153,8 @@ class FileSender:
         self._current = None
 
     def send(self, jobs: Sequence[Job]) -> list[Result]:
+        if not self.ready():
+            return [HELD] * len(jobs)
         data = "".join(job.body + "\n" for job in jobs).encode()
         try:
             handle = self._open(_hour_file(self._root, self._clock()))
@@ -146,7 +182,11 @@ class FileSender:
                 self._rotate()
 
     def close(self) -> None:
-        """Keep the part file for the next start in the same hour (it finishes it)."""
+        """Keep the part file for the next start in the same hour (it finishes it), and let
+        another process take the path."""
         if self._handle is not None:
             os.close(self._handle)
             self._handle = None
+        if self._lock is not None:
+            self._lock.release(unlink=False)
+            self._lock = None

@@ -191,6 +191,9 @@ class Router:
     def _step(self, sender: Sender) -> None:
         if self._pacer.wait(self._stop):
             return
+        if not sender.ready():
+            self._stop.wait(POLL_SECONDS)
+            return
         health = self.health
         if not health.begin():
             self._stop.wait(min(POLL_SECONDS, health.wait_time()) or 0.05)

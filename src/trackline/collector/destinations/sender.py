@@ -92,6 +92,10 @@ class Sender(Protocol):
         """Send `jobs` (at most the destination's `batch_size`, in stored order); one result
         per job, in the same order. Never raises for a delivery problem."""
 
+    def ready(self) -> bool:
+        """Whether this sender may send now; while it may not, its router claims nothing (a
+        file destination whose path another process writes)."""
+
     def idle(self) -> None:
         """The router has nothing to send right now (a chance to rotate a file)."""
 

@@ -91,6 +91,9 @@ class TrackingApiSender:
                 results[index] = result
         return results
 
+    def ready(self) -> bool:
+        return True
+
     def idle(self) -> None:
         pass
 

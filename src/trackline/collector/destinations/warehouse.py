@@ -268,6 +268,9 @@ class WarehouseSender:
                 )
             )
 
+    def ready(self) -> bool:
+        return True
+
     def idle(self) -> None:
         pass
 

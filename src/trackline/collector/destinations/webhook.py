@@ -102,6 +102,9 @@ class WebhookSender:
             answer.status, content, answer.headers.get("Retry-After"), now=time.time()
         )
 
+    def ready(self) -> bool:
+        return True
+
     def idle(self) -> None:
         pass
 
