@@ -176,10 +176,7 @@ def test_processes_deliver_each_event_once(
     )
     try:
         url = process.wait_listening()
-        deadline = time.monotonic() + 20
-        while len(children(process.proc.pid)) < 2 or Http(url).get("/healthz").status != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _serving(process, url, 2)
         for start in range(0, 200, 10):
             answer = Http(url).post(
                 "/v1/batch", {"batch": [message(n) for n in range(start, start + 10)]}
@@ -236,10 +233,7 @@ def test_processes_share_a_file_destination_one_writing_at_a_time(
 
     try:
         url = process.wait_listening()
-        deadline = time.monotonic() + 20
-        while len(children(process.proc.pid)) < 2 or Http(url).get("/healthz").status != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _serving(process, url, 2)
         written = post_and_drain(range(200))
         assert sorted(written) == sorted(f"message-{n}" for n in range(200))
         writer = _lock_holder(exports / LOCK_NAME)
