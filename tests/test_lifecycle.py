@@ -56,6 +56,32 @@ def test_every_live_client_is_flushed_at_exit(capture: CaptureServer) -> None:
     assert sorted(message["event"] for message in capture.delivered()) == ["from-a", "from-b"]
 
 
+def test_a_client_no_longer_referenced_still_delivers_at_exit(capture: CaptureServer) -> None:
+    """A client made inside a function and dropped with events still queued (its worker
+    running) is kept until exit and flushed then; one that never sent anything is freed."""
+    result = run_script(
+        f"""
+        import gc, weakref
+        import trackline
+
+        def report(n):
+            client = trackline.Client("k", host={capture.url!r}, flush_interval=60)
+            for i in range(n):
+                client.track("u", "E", {{"i": i}})
+            return weakref.ref(client)
+
+        used = report(50)
+        unused = report(0)
+        gc.collect()
+        print(used() is not None, unused() is None)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
+    delivered = capture.delivered()
+    assert sorted(message["properties"]["i"] for message in delivered) == list(range(50))
+
+
 def test_exit_during_an_outage_is_bounded_by_shutdown_timeout(capture: CaptureServer) -> None:
     """With the server hanging, exit waits at most shutdown_timeout and reports the leftovers."""
     from tests.support.capture import Reply

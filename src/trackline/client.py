@@ -46,6 +46,10 @@ from trackline.worker import Workers
 logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+#: Clients whose workers have started and that are not shut down, held strongly: a client the
+#: app no longer references keeps its worker running, and must still be flushed at exit with
+#: what it has queued. A client that never sent anything stays free to be collected.
+_working_clients: set[Client] = set()
 
 #: Seconds an async flush waits on a thread at a time: a cancelled await leaves no thread
 #: waiting for longer.
@@ -181,8 +185,12 @@ class Client:
             name=f"trackline-{id(self):x}",
         )
         if len(self._buffer):
-            self._workers.start()  # messages left in the spool by earlier processes go first
+            self._start_workers()  # messages left in the spool by earlier processes go first
         self._update_accepting()
+
+    def _start_workers(self) -> None:
+        self._workers.start()
+        _working_clients.add(self)
 
     # -- the six calls -----------------------------------------------------------------------
 
@@ -383,7 +391,7 @@ class Client:
                 return None
             return message_id if self._delivery.deliver(batch) else None
         if not self._workers.started:
-            self._workers.start()
+            self._start_workers()
             self._update_accepting()
         error = self._buffer.put(data, self._block_timeout)
         if error is None:
@@ -450,6 +458,7 @@ class Client:
             )
         self._transport.close()
         _live_clients.discard(self)
+        _working_clients.discard(self)
         return flushed and not leftovers
 
     @property
