@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.collector.conftest import Http
+from tests.collector.conftest import Http, message
 from tests.collector.destinations.conftest import (
     FAST,
     deliveries,
@@ -26,7 +27,7 @@ from tests.collector.destinations.conftest import (
     webhook,
 )
 from tests.support.capture import CaptureServer, Reply
-from trackline.collector import RunningCollector
+from trackline.collector import RunningCollector, serve
 
 Start = Callable[..., tuple[RunningCollector, Http]]
 
@@ -197,3 +198,27 @@ def test_a_split_batch_whose_first_half_is_retried_holds_back_the_rest(start: St
         assert hook_ids(small) == [f"message-{n}" for n in range(8)]
         assert failures["left"] == 0
         assert deliveries(http, "message-7")["Hook"]["attempts"] == 1
+
+
+def test_workers_share_a_queue_of_many_users(
+    start: Start, hook: CaptureServer, tmp_path: Path
+) -> None:
+    """Two thousand events of a thousand users, queued at once (a replay), for four workers
+    sending batches of 100: each worker claims a share, so all four have a request in
+    flight together, rather than one claim holding every user and the others idle."""
+    with serve(tmp_path / "events.sqlite3") as earlier:
+        for at in range(0, 2000, 100):
+            post(
+                Http(earlier.url),
+                [message(n, userId=f"user-{n % 1000}") for n in range(at, at + 100)],
+            )
+    hook.gate.clear()
+    patient = {**FAST, "timeout": 30.0}  # nothing times out while the answers are held
+    _, http = start(destinations(webhook("Hook", hook, batch_size=100, concurrency=4, **patient)))
+    assert http.post("/api/destinations/Hook/replay", None, raw=b"").json["queued"] == 2000
+    try:
+        wait_until(lambda: hook.in_progress == 4, 10.0, "four requests in flight at once")
+    finally:
+        hook.gate.set()
+    drained(http)
+    assert sorted(hook_ids(hook)) == sorted(f"message-{n}" for n in range(2000))
