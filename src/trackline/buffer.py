@@ -21,6 +21,7 @@ import collections
 import itertools
 import threading
 import time
+from collections.abc import Iterable
 from typing import Protocol
 
 from trackline.batch import Batch
@@ -118,9 +119,10 @@ def closed() -> DeliveryError:
     return DeliveryError(DropReason.CLOSED, "the client was shut down")
 
 
-def _fitting(queue: collections.deque[bytes], max_items: int, max_bytes: int) -> int:
+def fitting(queue: Iterable[bytes], max_items: int, max_bytes: int) -> int:
     """How many messages from the front make one batch: at least one, at most `max_items`,
-    their sizes plus one separator each within `max_bytes`."""
+    their sizes plus one separator each within `max_bytes`. (The collector's `tracking-api`
+    destination cuts its requests with it, so that each is one batch of this buffer.)"""
     ends = list(itertools.accumulate(map(len, itertools.islice(queue, max_items))))
     # What the batch up to message i takes grows with i.
     fitting = bisect.bisect_right(
@@ -229,7 +231,7 @@ class MemoryBuffer:
                 queue.clear()
                 self._bytes = 0
             else:
-                count = _fitting(queue, max_items, max_bytes)
+                count = fitting(queue, max_items, max_bytes)
                 popleft = queue.popleft
                 items = [popleft() for _ in range(count)]
                 self._bytes -= sum(map(len, items))

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 
+from trackline.buffer import fitting
 from trackline.client import Client
 from trackline.collector.destinations.config import TrackingApiSettings
 from trackline.collector.destinations.sender import DELIVERED, HELD, Result, Verdict, retrying
@@ -30,7 +31,7 @@ from trackline.collector.store import Job
 from trackline.errors import DeliveryError
 from trackline.stats import DropReason
 from trackline.transport import RelayTransport
-from trackline.wire import BATCH_ROOM, HOP_FIELDS, MAX_BATCH_MESSAGES, batch_bytes
+from trackline.wire import BATCH_ROOM, HOP_FIELDS, MAX_BATCH_MESSAGES
 
 #: Drop reasons that mean the receiver refused the message for good.
 _REFUSED: Final = frozenset({DropReason.REJECTED, DropReason.UNAUTHORIZED, DropReason.TOO_LARGE})
@@ -49,12 +50,8 @@ def requests(bodies: Sequence[bytes]) -> Iterator[tuple[int, int]]:
     order, that the client's engine puts in one batch (at least one)."""
     start = 0
     while start < len(bodies):
-        end, size = start + 1, len(bodies[start])
-        while end < len(bodies) and end - start < MAX_BATCH_MESSAGES:
-            size += len(bodies[end])
-            if batch_bytes(size, end + 1 - start) > BATCH_ROOM:
-                break
-            end += 1
+        ahead = bodies[start : start + MAX_BATCH_MESSAGES]
+        end = start + fitting(ahead, MAX_BATCH_MESSAGES, BATCH_ROOM)
         yield start, end
         start = end
 
